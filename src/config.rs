@@ -1,0 +1,557 @@
+//! Typed configuration, loaded once at start-up and validated as a whole.
+//!
+//! Three layers, each over the one before: the `config.toml` shipped with Herald
+//! (compiled into the binary, so the server runs with no file at all), an optional
+//! file, and `HERALD_*` environment variables. Every problem found is reported with
+//! the dotted key it concerns, all of them at once, before anything binds.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+/// The configuration shipped with Herald; every option is written out there.
+pub const EMBEDDED: &str = include_str!("../config.toml");
+
+/// Prefix of the environment variables that override options.
+pub const ENV_PREFIX: &str = "HERALD_";
+
+/// Everything Herald needs to know to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener, WebSocket and shutdown settings.
+    pub server: ServerConfig,
+    /// Tracing filter.
+    pub log: LogConfig,
+    /// The demo page.
+    pub demo: DemoConfig,
+    /// The apps served, each with its own credentials and limits.
+    pub apps: Vec<AppConfig>,
+}
+
+/// `[server]`: the listener and the WebSocket connection settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: IpAddr,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// Silence a client may keep before it should ping, announced on connect.
+    #[serde(with = "humantime_serde")]
+    pub activity_timeout: Duration,
+    /// How long the server waits for any sign of life after its own ping.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// Largest WebSocket frame read at all; larger ones close the socket with 1009.
+    pub max_frame_size: usize,
+    /// Largest HTTP request body accepted.
+    pub max_request_size: usize,
+    /// Frames that may queue for one socket before it is closed as too slow.
+    pub outbound_queue: usize,
+    /// How long shutdown waits for sockets and tasks to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[log]`: what is logged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+/// `[demo]`: the demo page and its unsigned trigger route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Serve `/` and `POST /demo/events`.
+    pub enabled: bool,
+    /// The app id the demo page connects to and triggers on.
+    pub app: String,
+}
+
+/// One `[[apps]]` entry: credentials, switches and limits of one app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The id used in HTTP API paths.
+    pub id: String,
+    /// The public key used by clients to connect and to sign requests.
+    pub key: String,
+    /// The secret that signs channel authorizations and API requests.
+    pub secret: String,
+    /// A disabled app refuses sockets (4003) and API calls (403).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Whether sockets may send `client-` events.
+    #[serde(default = "yes")]
+    pub client_events: bool,
+    /// Sockets the app may hold open at once on this node; 0 for no limit.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Largest event data (HTTP) or client frame (WebSocket), in bytes.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Distinct users one presence channel may hold.
+    #[serde(default = "default_max_presence_members")]
+    pub max_presence_members: usize,
+    /// Largest presence `user_info`, in bytes of its JSON text.
+    #[serde(default = "default_max_presence_user_info")]
+    pub max_presence_user_info: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_message_size() -> usize {
+    10 * 1024
+}
+
+fn default_max_presence_members() -> usize {
+    100
+}
+
+fn default_max_presence_user_info() -> usize {
+    1024
+}
+
+impl Config {
+    /// The address to bind.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.server.host, self.server.port)
+    }
+
+    /// The embedded defaults alone, with no file and no environment.
+    ///
+    /// # Panics
+    ///
+    /// Never in a released build: the embedded file is checked by the test suite.
+    pub fn embedded() -> Config {
+        #[expect(clippy::expect_used, reason = "the shipped config.toml is tested")]
+        load_layers(None, std::iter::empty()).expect("the embedded config.toml is valid")
+    }
+
+    /// Loads the embedded defaults, then `file` (TOML text) over them, then the
+    /// `HERALD_*` variables found in `env`.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each naming its key.
+    pub fn load<I>(file: Option<&str>, env: I) -> Result<Config, ConfigErrors>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        load_layers(file, env)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Default)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// One problem, at one key.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The dotted path of the option, such as `apps[0].secret`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigErrors {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problems):", self.0.len())?;
+        for error in &self.0 {
+            writeln!(f, "  {}: {}", error.key, error.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn load_layers<I>(file: Option<&str>, env: I) -> Result<Config, ConfigErrors>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let mut errors = ConfigErrors::default();
+
+    // Build one TOML table: embedded defaults, then the file, then the environment.
+    let mut table: Table = parse_toml(EMBEDDED, "embedded config.toml", &mut errors);
+    if let Some(text) = file {
+        merge(&mut table, parse_toml(text, "config file", &mut errors));
+    }
+    for (name, value) in env {
+        if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+            apply_env(&mut table, &name, path, &value, &mut errors);
+        }
+    }
+
+    // Read each section on its own so that a mistake in one does not hide the others.
+    let mut take = |key: &str| table.remove(key).unwrap_or(Value::Table(Table::new()));
+    let server = section::<ServerConfig>(take("server"), "server", &mut errors);
+    let log = section::<LogConfig>(take("log"), "log", &mut errors);
+    let demo = section::<DemoConfig>(take("demo"), "demo", &mut errors);
+    let apps = apps(take("apps"), &mut errors);
+    for key in table.keys() {
+        errors.push(key.as_str(), "unknown section");
+    }
+
+    // Cross-field checks run on whatever did parse, so their problems are listed too.
+    validate_apps(&apps, server.as_ref(), &mut errors);
+    let (Some(server), Some(log), Some(demo)) = (server, log, demo) else {
+        return Err(errors);
+    };
+    let config = Config {
+        server,
+        log,
+        demo,
+        apps,
+    };
+    validate(&config, &mut errors);
+    if errors.0.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+fn parse_toml(text: &str, what: &str, errors: &mut ConfigErrors) -> Table {
+    text.parse::<Table>().unwrap_or_else(|error| {
+        errors.push(what, error.message().to_owned());
+        Table::new()
+    })
+}
+
+/// Lays `over` on `base`: tables merge key by key, anything else (arrays included)
+/// replaces what was there, so a file's `[[apps]]` list replaces the demo app.
+fn merge(base: &mut Table, over: Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(base)), Value::Table(over)) => merge(base, over),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Sets the option named by an environment variable such as `HERALD_APPS__0__KEY`.
+///
+/// The value is read as a TOML value when it parses as one (numbers, booleans) and as
+/// a string otherwise.
+fn apply_env(table: &mut Table, name: &str, path: &str, raw: &str, errors: &mut ConfigErrors) {
+    let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    let value = format!("v = {raw}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_owned()));
+
+    let mut slot = Some(table);
+    let mut node: Option<&mut Value> = None;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let next = match (slot.take(), node.take()) {
+            (Some(t), _) => step_table(t, part, last),
+            (None, Some(Value::Table(t))) => step_table(t, part, last),
+            (None, Some(Value::Array(items))) => part.parse::<usize>().ok().and_then(|index| {
+                if index == items.len() && !last {
+                    items.push(Value::Table(Table::new()));
+                }
+                items.get_mut(index)
+            }),
+            _ => None,
+        };
+        match next {
+            Some(next) => node = Some(next),
+            None => return errors.push(name, "names no option"),
+        }
+    }
+    if let Some(node) = node {
+        *node = value;
+    }
+}
+
+fn step_table<'a>(table: &'a mut Table, part: &str, last: bool) -> Option<&'a mut Value> {
+    if last {
+        Some(table.entry(part).or_insert(Value::Boolean(false)))
+    } else {
+        table.get_mut(part)
+    }
+}
+
+/// Reads one section, collecting every field-level problem: after each error the
+/// offending key is dropped and the section read again, so one bad value does not
+/// hide the next.
+fn section<T: DeserializeOwned>(value: Value, key: &str, errors: &mut ConfigErrors) -> Option<T> {
+    let Value::Table(mut table) = value else {
+        errors.push(key, "must be a table");
+        return None;
+    };
+    let mut reported: Vec<String> = Vec::new();
+    for _ in 0..64 {
+        let attempt = Value::Table(table.clone());
+        match serde_path_to_error::deserialize::<_, T>(attempt) {
+            Ok(parsed) if reported.is_empty() => return Some(parsed),
+            Ok(_) => return None,
+            Err(error) => {
+                let message = error.inner().message().to_owned();
+                let field = error
+                    .path()
+                    .iter()
+                    .next()
+                    .map(ToString::to_string)
+                    .or_else(|| quoted_field(&message));
+                match field {
+                    // A field dropped after an earlier error is now reported missing.
+                    Some(field) if reported.contains(&field) => return None,
+                    Some(field) if table.remove(&field).is_some() => {
+                        errors.push(format!("{key}.{field}"), message);
+                        reported.push(field);
+                    }
+                    Some(field) => {
+                        errors.push(format!("{key}.{field}"), message);
+                        return None;
+                    }
+                    None => {
+                        errors.push(key, message);
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The field named in serde's "unknown field `x`" and "missing field `x`" messages,
+/// which carry no path of their own.
+fn quoted_field(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("missing field `"))?;
+    rest.split('`').next().map(str::to_owned)
+}
+
+fn apps(value: Value, errors: &mut ConfigErrors) -> Vec<AppConfig> {
+    let Value::Array(items) = value else {
+        errors.push("apps", "must be a list of [[apps]] tables");
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| section::<AppConfig>(item, &format!("apps[{i}]"), errors))
+        .collect()
+}
+
+/// Checks that hold between fields and across apps.
+fn validate(config: &Config, errors: &mut ConfigErrors) {
+    let server = &config.server;
+    if server.activity_timeout < Duration::from_secs(1) {
+        errors.push("server.activity_timeout", "must be at least 1s");
+    }
+    if server.pong_timeout.is_zero() {
+        errors.push("server.pong_timeout", "must be more than 0s");
+    }
+    if server.outbound_queue == 0 {
+        errors.push("server.outbound_queue", "must be at least 1");
+    }
+    if server.max_frame_size < 1024 {
+        errors.push("server.max_frame_size", "must be at least 1024 bytes");
+    }
+    if config.demo.enabled && !config.apps.iter().any(|a| a.id == config.demo.app) {
+        errors.push(
+            "demo.app",
+            format!("no app has the id {:?}", config.demo.app),
+        );
+    }
+}
+
+/// Checks each app, and that ids and keys are unique; `server` is `None` when that
+/// section itself failed to parse.
+fn validate_apps(apps: &[AppConfig], server: Option<&ServerConfig>, errors: &mut ConfigErrors) {
+    if apps.is_empty() {
+        errors.push("apps", "at least one app is needed");
+    }
+    for (i, app) in apps.iter().enumerate() {
+        validate_app(&apps[..i], i, app, server, errors);
+    }
+}
+
+fn validate_app(
+    earlier: &[AppConfig],
+    i: usize,
+    app: &AppConfig,
+    server: Option<&ServerConfig>,
+    errors: &mut ConfigErrors,
+) {
+    let key = |field: &str| format!("apps[{i}].{field}");
+    for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+        if value.is_empty() {
+            errors.push(key(field), "must not be empty");
+        }
+    }
+    if !app
+        .id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        errors.push(key("id"), "may hold only letters, digits, '-', '_' and '.'");
+    }
+    if earlier.iter().any(|other| other.id == app.id) {
+        errors.push(key("id"), format!("{:?} is used by an earlier app", app.id));
+    }
+    if earlier.iter().any(|other| other.key == app.key) {
+        errors.push(
+            key("key"),
+            format!("{:?} is used by an earlier app", app.key),
+        );
+    }
+    if app.max_message_size == 0 {
+        errors.push(key("max_message_size"), "must be at least 1 byte");
+    }
+    if server.is_some_and(|server| app.max_message_size > server.max_request_size) {
+        errors.push(
+            key("max_message_size"),
+            "must not exceed server.max_request_size",
+        );
+    }
+    if app.max_presence_members == 0 {
+        errors.push(key("max_presence_members"), "must be at least 1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_config_is_valid_and_serves_the_demo_app() {
+        let config = Config::embedded();
+        assert_eq!(config.listen_addr().to_string(), "127.0.0.1:6001");
+        assert_eq!(config.apps[0].id, "demo-app");
+        assert_eq!(config.apps[0].max_message_size, 10240);
+    }
+
+    #[test]
+    fn environment_overrides_nested_and_indexed_options() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("HERALD_SERVER__PORT", "7000"),
+                ("HERALD_APPS__0__SECRET", "s3cret"),
+                ("HERALD_DEMO__ENABLED", "false"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.port, 7000);
+        assert_eq!(config.apps[0].secret, "s3cret");
+        assert!(!config.demo.enabled);
+    }
+
+    #[test]
+    fn a_file_replaces_the_app_list() {
+        let file = r#"
+            [demo]
+            app = "a"
+            [[apps]]
+            id = "a"
+            key = "ka"
+            secret = "sa"
+            [[apps]]
+            id = "b"
+            key = "kb"
+            secret = "sb"
+            client_events = false
+        "#;
+        let config = Config::load(Some(file), env(&[])).unwrap();
+        assert_eq!(config.apps.len(), 2);
+        assert!(!config.apps[1].client_events);
+        assert_eq!(
+            config.server.port, 6001,
+            "unset options keep their defaults"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_by_key() {
+        let file = r#"
+            [server]
+            port = "high"
+            activity_timeout = "soon"
+            colour = "blue"
+            [[apps]]
+            id = "x"
+            key = ""
+            secret = "s"
+            [[apps]]
+            id = "x"
+            key = "k2"
+        "#;
+        let errors = Config::load(Some(file), env(&[("HERALD_NOPE__X", "1")])).unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        for expected in [
+            "server.port",
+            "server.activity_timeout",
+            "server.colour",
+            "apps[0].key",
+            "apps[1].secret",
+            "HERALD_NOPE__X",
+        ] {
+            assert!(keys.contains(&expected), "{expected} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn cross_field_problems_are_listed_together() {
+        let file = r#"
+            [demo]
+            app = "nobody"
+            [[apps]]
+            id = "a"
+            key = ""
+            secret = "s"
+            [[apps]]
+            id = "a"
+            key = "k"
+            secret = "s"
+            max_presence_members = 0
+        "#;
+        let errors = Config::load(Some(file), env(&[])).unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "apps[0].key",
+                "apps[1].id",
+                "apps[1].max_presence_members",
+                "demo.app"
+            ]
+        );
+    }
+}

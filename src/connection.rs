@@ -1,0 +1,298 @@
+//! One WebSocket: the handshake checks, then a single task that reads the client's
+//! frames, writes queued frames, and keeps the activity clock.
+//!
+//! One task per socket, not a reader and a writer: an idle socket then costs one
+//! small future, and every frame of a socket is handled in the order it came, so
+//! `subscribe, unsubscribe, subscribe` always ends subscribed.
+
+mod subscribe;
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use futures::SinkExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tracing::{Instrument, debug, debug_span};
+
+use crate::apps::{App, ConnectionSlot};
+use crate::hub::{Frame, Peer};
+use crate::protocol::{
+    ChannelKind, ChannelName, ClientFrame, CloseCode, ErrorCode, SUPPORTED_PROTOCOLS, SocketId,
+    frame,
+};
+use crate::state::Shared;
+
+/// Bytes tungstenite reads from the socket at a time. Small, because every idle
+/// socket holds this buffer; it grows on its own for a large frame.
+const READ_BUFFER: usize = 1024;
+
+/// `GET /app/{key}`: checks the app and protocol version, then upgrades. A refused
+/// socket is still upgraded, because Pusher clients learn why only from the close
+/// code.
+pub async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let limits = &shared.config.server;
+    let upgrade = upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(limits.max_frame_size)
+        .max_frame_size(limits.max_frame_size);
+    let admission = admit(&shared, &key, &params);
+    let tracker = shared.tracker.clone();
+    upgrade.on_upgrade(move |socket| {
+        tracker.track_future(async move {
+            match admission {
+                Ok((app, slot)) => Connection::start(shared, app, slot, socket).await,
+                Err(code) => refuse(socket, code).await,
+            }
+        })
+    })
+}
+
+/// Decides whether a socket may open: known and enabled app, a protocol version
+/// Herald speaks, room under the app's quota.
+fn admit(
+    shared: &Shared,
+    key: &str,
+    params: &HashMap<String, String>,
+) -> Result<(Arc<App>, ConnectionSlot), CloseCode> {
+    let app = shared.apps.by_key(key).ok_or(CloseCode::UnknownApp)?;
+    if !app.config.enabled {
+        return Err(CloseCode::AppDisabled);
+    }
+    let version = params.get("protocol").ok_or(CloseCode::NoProtocolVersion)?;
+    let version: u8 = version.parse().map_err(|_| CloseCode::InvalidVersion)?;
+    if !SUPPORTED_PROTOCOLS.contains(&version) {
+        return Err(CloseCode::UnsupportedProtocol);
+    }
+    let slot = app.try_connect().ok_or(CloseCode::OverConnectionQuota)?;
+    Ok((Arc::clone(app), slot))
+}
+
+/// Tells the client why, then closes with the code.
+async fn refuse(mut socket: WebSocket, code: CloseCode) {
+    debug!(code = code.code(), "socket refused");
+    close_with(&mut socket, code).await;
+}
+
+fn close_message(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// What woke the socket's task.
+enum Wake {
+    Closing(CloseCode),
+    Outgoing(Frame),
+    Incoming(Option<Result<Message, axum::Error>>),
+    Quiet,
+}
+
+/// The state of one open socket.
+struct Connection {
+    shared: Arc<Shared>,
+    app: Arc<App>,
+    peer: Arc<Peer>,
+    /// Channels this socket is subscribed to, to leave them when it goes.
+    channels: HashSet<ChannelName>,
+    /// Holds the app's connection slot for as long as the socket is open.
+    _slot: ConnectionSlot,
+}
+
+impl Connection {
+    async fn start(shared: Arc<Shared>, app: Arc<App>, slot: ConnectionSlot, socket: WebSocket) {
+        let socket_id = SocketId::random();
+        let span = debug_span!("ws_conn", app_id = %app.id, %socket_id);
+        let (peer, frames) = Peer::new(socket_id, shared.config.server.outbound_queue);
+        let connection = Connection {
+            shared,
+            app,
+            peer: Arc::new(peer),
+            channels: HashSet::new(),
+            _slot: slot,
+        };
+        connection.run(socket, frames).instrument(span).await;
+    }
+
+    async fn run(mut self, mut socket: WebSocket, mut frames: mpsc::Receiver<Frame>) {
+        debug!("socket open");
+        let server = &self.shared.config.server;
+        let (activity, pong_wait) = (server.activity_timeout, server.pong_timeout);
+        let shutdown = self.shared.shutdown.clone();
+
+        let hello = frame::connection_established(self.peer.socket_id.as_str(), activity.as_secs());
+        self.peer.send(hello.into());
+
+        // The client must show a sign of life within `activity`; after that the
+        // server pings and waits `pong_wait` more before giving up on it.
+        let mut deadline = Instant::now() + activity;
+        let mut pinged = false;
+        let close_code = loop {
+            let wake = tokio::select! {
+                biased;
+                code = self.peer.close_requested() => Wake::Closing(code),
+                () = shutdown.cancelled() => Wake::Closing(CloseCode::ReconnectNow),
+                Some(frame) = frames.recv() => Wake::Outgoing(frame),
+                incoming = socket.recv() => Wake::Incoming(incoming),
+                () = sleep_until(deadline) => Wake::Quiet,
+            };
+            match wake {
+                Wake::Closing(code) => break Some(code),
+                Wake::Outgoing(frame) => {
+                    if write_all(&mut socket, frame, &mut frames).await.is_err() {
+                        break None;
+                    }
+                }
+                Wake::Incoming(Some(Ok(message))) => {
+                    deadline = Instant::now() + activity;
+                    pinged = false;
+                    self.receive(message);
+                }
+                Wake::Incoming(_) => break None,
+                Wake::Quiet if pinged => break Some(CloseCode::PongTimeout),
+                Wake::Quiet => {
+                    pinged = true;
+                    deadline = Instant::now() + pong_wait;
+                    self.peer.send(frame::ping().into());
+                }
+            }
+        };
+
+        self.leave_all();
+        let code = close_code.map(CloseCode::code);
+        if let Some(code) = close_code {
+            close_with(&mut socket, code).await;
+        }
+        debug!(close_code = code, "socket closed");
+    }
+
+    /// Handles one message from the client.
+    fn receive(&mut self, message: Message) {
+        match message {
+            Message::Text(text) if text.len() > self.app.config.max_message_size => {
+                let message = format!(
+                    "frame is {} bytes; the limit for this app is {}",
+                    text.len(),
+                    self.app.config.max_message_size
+                );
+                self.send_error(ErrorCode::MessageTooLarge, &message);
+            }
+            Message::Text(text) => match ClientFrame::parse(&text) {
+                Ok(frame) => self.handle(frame),
+                Err(error) => self.send_error(ErrorCode::InvalidMessage, &error.to_string()),
+            },
+            Message::Binary(_) => {
+                let message = "binary frames are not supported; send JSON text";
+                self.send_error(ErrorCode::InvalidMessage, message);
+            }
+            // Pings are answered by the WebSocket layer; a close is answered there too
+            // and ends the stream.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
+        }
+    }
+
+    fn handle(&mut self, frame: ClientFrame) {
+        match frame {
+            ClientFrame::Ping => self.peer.send(frame::pong().into()),
+            ClientFrame::Pong => {}
+            ClientFrame::Subscribe(request) => self.subscribe(request),
+            ClientFrame::Unsubscribe { channel } => self.unsubscribe(&channel),
+            ClientFrame::ClientEvent {
+                event,
+                channel,
+                data,
+            } => self.client_event(&event, &channel, data),
+        }
+    }
+
+    fn unsubscribe(&mut self, channel: &str) {
+        // Leaving a channel one never joined, or one with an invalid name, is a no-op.
+        let Ok(channel) = ChannelName::parse(channel) else {
+            return;
+        };
+        if self.channels.remove(&channel) {
+            let hub = &self.shared.hub;
+            hub.unsubscribe(&self.app.id, &channel, &self.peer.socket_id);
+            debug!(%channel, "unsubscribed");
+        }
+    }
+
+    /// Relays a `client-` event to the channel's other subscribers.
+    fn client_event(&mut self, event: &str, channel: &str, data: Option<Value>) {
+        if !self.app.config.client_events {
+            let message = "client events are not enabled for this app";
+            return self.send_error(ErrorCode::ClientEventRejected, message);
+        }
+        let joined = ChannelName::parse(channel)
+            .ok()
+            .filter(|name| self.channels.contains(name));
+        let Some(channel) = joined.filter(|name| name.kind() != ChannelKind::Public) else {
+            let message = "client events go only to private and presence channels you joined";
+            return self.send_error(ErrorCode::ClientEventRejected, message);
+        };
+        let data = match data {
+            Some(Value::String(text)) => text,
+            Some(value) => value.to_string(),
+            None => String::new(),
+        };
+        let user_id = self
+            .shared
+            .hub
+            .user_of(&self.app.id, &channel, &self.peer.socket_id);
+        let relayed = frame::channel_event(channel.as_str(), event, &data, user_id.as_deref());
+        let hub = &self.shared.hub;
+        hub.publish(
+            &self.app.id,
+            &channel,
+            &relayed.into(),
+            Some(&self.peer.socket_id),
+        );
+    }
+
+    fn send_error(&self, code: ErrorCode, message: &str) {
+        debug!(code = code.code(), message, "client error");
+        self.peer
+            .send(frame::error(Some(code.code()), message).into());
+    }
+
+    /// Leaves every channel, so that presence members are removed at once.
+    fn leave_all(&mut self) {
+        for channel in self.channels.drain() {
+            self.shared
+                .hub
+                .unsubscribe(&self.app.id, &channel, &self.peer.socket_id);
+        }
+    }
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once.
+async fn write_all(
+    socket: &mut WebSocket,
+    first: Frame,
+    frames: &mut mpsc::Receiver<Frame>,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    while let Ok(frame) = frames.try_recv() {
+        socket.feed(Message::Text(frame)).await?;
+    }
+    socket.flush().await
+}
+
+/// Sends the `pusher:error` and the close frame for `code`.
+async fn close_with(socket: &mut WebSocket, code: CloseCode) {
+    let error = frame::error(Some(code.code()), code.reason());
+    let _ = socket.send(Message::Text(error.into())).await;
+    let _ = socket.send(close_message(code.code(), code.reason())).await;
+}

@@ -1,0 +1,337 @@
+//! The hub: which sockets are on which channel of which app, and the presence
+//! rosters, on this node.
+//!
+//! Channels live in a `DashMap`, so operations on different channels rarely contend.
+//! Everything that must happen together for one channel (adding a subscriber, telling
+//! it that it succeeded, telling the others a member joined) happens under that
+//! channel's entry lock, which is why a subscriber never sees an event of a channel
+//! before that channel's `subscription_succeeded`. Frames are queued with a
+//! non-blocking send, so no lock is ever held across an `.await`.
+
+mod peer;
+mod presence;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+pub use peer::{Frame, Peer};
+pub use presence::{InvalidMember, Member, Roster};
+
+use crate::protocol::{ChannelKind, ChannelName, SocketId, frame};
+
+/// Identifies a channel across apps.
+type ChannelKey = (Arc<str>, ChannelName);
+
+/// Sockets and members of one channel.
+#[derive(Debug, Default)]
+struct Channel {
+    /// Each subscribed socket, with the presence user it joined as.
+    subscribers: HashMap<SocketId, Subscriber>,
+    /// Present on presence channels only.
+    roster: Option<Roster>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    peer: Arc<Peer>,
+    user_id: Option<Arc<str>>,
+}
+
+/// Counts that the HTTP API reports for a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelStats {
+    /// Subscribed sockets.
+    pub subscription_count: usize,
+    /// Distinct presence users (0 on other channels).
+    pub user_count: usize,
+}
+
+/// Why the hub refused a subscription that was otherwise authorized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeRefusal {
+    /// The presence channel already holds as many users as the app allows.
+    #[error("presence channel is full ({0} members)")]
+    PresenceFull(usize),
+}
+
+/// Channels and their subscribers on this node.
+#[derive(Debug, Default)]
+pub struct Hub {
+    channels: DashMap<ChannelKey, Channel>,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Hub::default()
+    }
+
+    /// Adds `peer` to `channel` and queues `subscription_succeeded` to it. On a
+    /// presence channel `member` is the user it joins as; the others hear
+    /// `member_added` if this is the user's first socket there.
+    ///
+    /// Subscribing a socket that is already subscribed changes nothing but sends
+    /// `subscription_succeeded` again.
+    ///
+    /// # Errors
+    ///
+    /// When a presence channel is full (`max_members` users) and the user is new.
+    pub fn subscribe(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        peer: &Arc<Peer>,
+        member: Option<Member>,
+        max_members: usize,
+    ) -> Result<(), SubscribeRefusal> {
+        let key = (Arc::clone(app), channel.clone());
+        let mut entry = self.channels.entry(key).or_insert_with(|| Channel {
+            subscribers: HashMap::new(),
+            roster: (channel.kind() == ChannelKind::Presence).then(Roster::default),
+        });
+        let state = entry.value_mut();
+
+        // A repeated subscribe is answered again but not counted twice.
+        if state.subscribers.contains_key(&peer.socket_id) {
+            let data = state.roster.as_ref().map(Roster::succeeded_data);
+            peer.send(succeeded(channel, data.as_deref()));
+            return Ok(());
+        }
+
+        let (Some(roster), Some(member)) = (state.roster.as_mut(), member) else {
+            state.subscribers.insert(
+                peer.socket_id.clone(),
+                Subscriber {
+                    peer: Arc::clone(peer),
+                    user_id: None,
+                },
+            );
+            peer.send(succeeded(channel, None));
+            return Ok(());
+        };
+
+        if !roster.contains(&member.user_id) && roster.len() >= max_members {
+            drop(entry);
+            self.remove_if_empty(app, channel);
+            return Err(SubscribeRefusal::PresenceFull(max_members));
+        }
+        let first_socket = roster.join(&member);
+        peer.send(succeeded(channel, Some(&roster.succeeded_data())));
+        if first_socket {
+            let added = Frame::from(frame::member_added(channel.as_str(), &member.added_data()));
+            for subscriber in state.subscribers.values() {
+                subscriber.peer.send(added.clone());
+            }
+        }
+        state.subscribers.insert(
+            peer.socket_id.clone(),
+            Subscriber {
+                peer: Arc::clone(peer),
+                user_id: Some(member.user_id),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a socket from a channel; on a presence channel the others hear
+    /// `member_removed` if it was the user's last socket there. Returns whether the
+    /// socket was subscribed.
+    pub fn unsubscribe(&self, app: &Arc<str>, channel: &ChannelName, socket_id: &SocketId) -> bool {
+        let key = (Arc::clone(app), channel.clone());
+        let Some(mut state) = self.channels.get_mut(&key) else {
+            return false;
+        };
+        let Some(gone) = state.subscribers.remove(socket_id) else {
+            return false;
+        };
+        let last_socket = match (state.roster.as_mut(), gone.user_id.as_deref()) {
+            (Some(roster), Some(user_id)) => roster.leave(user_id).then_some(user_id),
+            _ => None,
+        };
+        if let Some(user_id) = last_socket {
+            let removed = Frame::from(frame::member_removed(channel.as_str(), user_id));
+            for subscriber in state.subscribers.values() {
+                subscriber.peer.send(removed.clone());
+            }
+        }
+        let empty = state.subscribers.is_empty();
+        drop(state);
+        if empty {
+            self.remove_if_empty(app, channel);
+        }
+        true
+    }
+
+    /// Queues `frame` to every socket on the channel except `except`. Returns how
+    /// many sockets it was queued to.
+    pub fn publish(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        frame: &Frame,
+        except: Option<&SocketId>,
+    ) -> usize {
+        let key = (Arc::clone(app), channel.clone());
+        let Some(state) = self.channels.get(&key) else {
+            return 0;
+        };
+        let mut sent = 0;
+        for (socket_id, subscriber) in &state.subscribers {
+            if Some(socket_id) != except {
+                subscriber.peer.send(frame.clone());
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// The counts of one channel; zero when nobody is subscribed.
+    pub fn stats(&self, app: &Arc<str>, channel: &ChannelName) -> ChannelStats {
+        let key = (Arc::clone(app), channel.clone());
+        self.channels
+            .get(&key)
+            .map(|state| stats_of(&state))
+            .unwrap_or_default()
+    }
+
+    /// Every occupied channel of `app` whose name starts with `prefix`.
+    pub fn occupied(&self, app: &str, prefix: &str) -> Vec<(ChannelName, ChannelStats)> {
+        self.channels
+            .iter()
+            .filter(|entry| &*entry.key().0 == app && entry.key().1.as_str().starts_with(prefix))
+            .map(|entry| (entry.key().1.clone(), stats_of(entry.value())))
+            .collect()
+    }
+
+    /// The presence user a socket joined a channel as.
+    pub fn user_of(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        socket_id: &SocketId,
+    ) -> Option<Arc<str>> {
+        let key = (Arc::clone(app), channel.clone());
+        let state = self.channels.get(&key)?;
+        state.subscribers.get(socket_id)?.user_id.clone()
+    }
+
+    /// The user ids on a presence channel.
+    pub fn user_ids(&self, app: &Arc<str>, channel: &ChannelName) -> Vec<String> {
+        let key = (Arc::clone(app), channel.clone());
+        let Some(state) = self.channels.get(&key) else {
+            return Vec::new();
+        };
+        let ids = state
+            .roster
+            .as_ref()
+            .map(|r| r.user_ids().map(str::to_owned));
+        ids.into_iter().flatten().collect()
+    }
+
+    /// Drops a channel's entry once its last subscriber has left, so that empty
+    /// channels cost nothing.
+    fn remove_if_empty(&self, app: &Arc<str>, channel: &ChannelName) {
+        let key = (Arc::clone(app), channel.clone());
+        self.channels
+            .remove_if(&key, |_, state| state.subscribers.is_empty());
+    }
+}
+
+fn stats_of(state: &Channel) -> ChannelStats {
+    ChannelStats {
+        subscription_count: state.subscribers.len(),
+        user_count: state.roster.as_ref().map_or(0, Roster::len),
+    }
+}
+
+fn succeeded(channel: &ChannelName, data: Option<&str>) -> Frame {
+    Frame::from(frame::subscription_succeeded(
+        channel.as_str(),
+        data.unwrap_or("{}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str) -> (Arc<Peer>, tokio::sync::mpsc::Receiver<Frame>) {
+        let (peer, frames) = Peer::new(SocketId::parse(id).unwrap(), 16);
+        (Arc::new(peer), frames)
+    }
+
+    fn member(id: &str) -> Option<Member> {
+        Some(Member::from_channel_data(&format!(r#"{{"user_id":"{id}"}}"#), 1024).unwrap())
+    }
+
+    fn names(frames: &mut tokio::sync::mpsc::Receiver<Frame>) -> Vec<String> {
+        let mut names = Vec::new();
+        while let Ok(frame) = frames.try_recv() {
+            let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+            names.push(value["event"].as_str().unwrap().to_owned());
+        }
+        names
+    }
+
+    #[test]
+    fn presence_members_join_once_and_leave_once() {
+        let hub = Hub::new();
+        let app: Arc<str> = "a".into();
+        let channel = ChannelName::parse("presence-room").unwrap();
+        let (watcher, mut watched) = peer("1.1");
+        let (tab1, _t1) = peer("2.1");
+        let (tab2, _t2) = peer("2.2");
+
+        hub.subscribe(&app, &channel, &watcher, member("w"), 100)
+            .unwrap();
+        hub.subscribe(&app, &channel, &tab1, member("u"), 100)
+            .unwrap();
+        hub.subscribe(&app, &channel, &tab2, member("u"), 100)
+            .unwrap();
+        assert_eq!(hub.stats(&app, &channel).user_count, 2);
+        assert_eq!(hub.stats(&app, &channel).subscription_count, 3);
+
+        hub.unsubscribe(&app, &channel, &tab1.socket_id);
+        hub.unsubscribe(&app, &channel, &tab2.socket_id);
+        assert_eq!(
+            names(&mut watched),
+            [
+                "pusher_internal:subscription_succeeded",
+                "pusher_internal:member_added",
+                "pusher_internal:member_removed"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_presence_channel_refuses_new_users_only() {
+        let hub = Hub::new();
+        let app: Arc<str> = "a".into();
+        let channel = ChannelName::parse("presence-room").unwrap();
+        let (first, _f) = peer("1.1");
+        let (second_tab, _s) = peer("1.2");
+        let (other, _o) = peer("1.3");
+        hub.subscribe(&app, &channel, &first, member("u"), 1)
+            .unwrap();
+        hub.subscribe(&app, &channel, &second_tab, member("u"), 1)
+            .unwrap();
+        assert_eq!(
+            hub.subscribe(&app, &channel, &other, member("v"), 1),
+            Err(SubscribeRefusal::PresenceFull(1))
+        );
+    }
+
+    #[test]
+    fn empty_channels_are_forgotten() {
+        let hub = Hub::new();
+        let app: Arc<str> = "a".into();
+        let channel = ChannelName::parse("room").unwrap();
+        let (p, _frames) = peer("1.1");
+        hub.subscribe(&app, &channel, &p, None, 100).unwrap();
+        assert_eq!(hub.occupied("a", "").len(), 1);
+        assert!(hub.unsubscribe(&app, &channel, &p.socket_id));
+        assert!(hub.occupied("a", "").is_empty());
+    }
+}

@@ -1,0 +1,96 @@
+//! Herald: a self-hosted real-time push server that speaks the Pusher Channels
+//! protocol and HTTP API, so `pusher-js`, Laravel Echo and the Pusher server SDKs
+//! work against it unchanged.
+//!
+//! # Layout
+//!
+//! - [`config`]: the typed configuration, from `config.toml` and `HERALD_*` variables.
+//! - [`protocol`]: the Pusher wire vocabulary: frames, names, codes, signatures.
+//! - [`apps`]: the apps served, looked up by id or key, with their connection quota.
+//! - [`hub`]: channels, subscribers and presence rosters on this node.
+//! - [`connection`]: one WebSocket's task.
+//! - [`api`]: the HTTP routes: Pusher's API, health, the demo page.
+//! - [`state`]: what handlers and socket tasks share.
+//! - [`telemetry`]: logging set-up.
+//!
+//! [`run`] serves a configuration on a bound listener until a shutdown signal.
+
+pub mod api;
+pub mod apps;
+pub mod config;
+pub mod connection;
+pub mod hub;
+pub mod protocol;
+pub mod state;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+pub use config::Config;
+use state::Shared;
+
+/// Serves `config` on `listener` until `shutdown` completes, then closes every
+/// socket with 4200 (reconnect at once) and waits up to `server.shutdown_grace` for
+/// the socket tasks to end.
+///
+/// # Errors
+///
+/// When the listener fails.
+pub async fn run<F>(config: Config, listener: TcpListener, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let shared = Arc::new(Shared::new(config));
+    let router = api::router(Arc::clone(&shared));
+
+    let addr = listener.local_addr()?;
+    let apps: Vec<&str> = shared.config.apps.iter().map(|a| a.id.as_str()).collect();
+    info!(%addr, apps = %apps.join(","), "herald listening");
+
+    let stopping = Arc::clone(&shared);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("shutting down");
+            stopping.begin_shutdown();
+        })
+        .await?;
+
+    // Sockets were told to close when shutdown began; give them time to finish.
+    shared.tracker.close();
+    let grace = shared.config.server.shutdown_grace;
+    match tokio::time::timeout(grace, shared.tracker.wait()).await {
+        Ok(()) => info!("herald stopped"),
+        Err(_) => warn!(
+            open = shared.tracker.len(),
+            "sockets still open after the grace period"
+        ),
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,52 @@
+//! What every request handler and socket task shares.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::apps::Apps;
+use crate::config::Config;
+use crate::hub::Hub;
+
+/// The server's shared state, behind one `Arc`.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// The apps served.
+    pub apps: Apps,
+    /// Channels and subscribers on this node.
+    pub hub: Hub,
+    /// Cancelled when the server begins to shut down; sockets then close with 4200.
+    pub shutdown: CancellationToken,
+    /// Every socket task, so that shutdown can wait for them to finish.
+    pub tracker: TaskTracker,
+    /// False once shutdown has begun, so `/readyz` turns traffic away first.
+    ready: AtomicBool,
+}
+
+impl Shared {
+    /// Shared state for `config`.
+    pub fn new(config: Config) -> Self {
+        Shared {
+            apps: Apps::new(&config.apps),
+            config,
+            hub: Hub::new(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether the server takes new work.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Stops taking new work and tells every socket to reconnect elsewhere.
+    pub fn begin_shutdown(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.shutdown.cancel();
+    }
+}
