@@ -175,7 +175,12 @@ impl ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problems):", self.0.len())?;
+        let plural = if self.0.len() == 1 { "" } else { "s" };
+        writeln!(
+            f,
+            "invalid configuration ({} problem{plural}):",
+            self.0.len()
+        )?;
         for error in &self.0 {
             writeln!(f, "  {}: {}", error.key, error.message)?;
         }
@@ -257,11 +262,10 @@ fn merge(base: &mut Table, over: Table) {
 /// a string otherwise.
 fn apply_env(table: &mut Table, name: &str, path: &str, raw: &str, errors: &mut ConfigErrors) {
     let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-    let value = format!("v = {raw}")
+    let typed = format!("v = {raw}")
         .parse::<Table>()
         .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| Value::String(raw.to_owned()));
+        .and_then(|mut t| t.remove("v"));
 
     let mut slot = Some(table);
     let mut node: Option<&mut Value> = None;
@@ -283,13 +287,19 @@ fn apply_env(table: &mut Table, name: &str, path: &str, raw: &str, errors: &mut 
             None => return errors.push(name, "names no option"),
         }
     }
+    // An option that holds text keeps the text as given, so that a numeric app id
+    // or secret stays a string.
     if let Some(node) = node {
-        *node = value;
+        *node = match typed {
+            Some(value) if !node.is_str() => value,
+            _ => Value::String(raw.to_owned()),
+        };
     }
 }
 
 fn step_table<'a>(table: &'a mut Table, part: &str, last: bool) -> Option<&'a mut Value> {
     if last {
+        // A placeholder for a new option, replaced by the value from the variable.
         Some(table.entry(part).or_insert(Value::Boolean(false)))
     } else {
         table.get_mut(part)
@@ -464,6 +474,8 @@ mod tests {
             env(&[
                 ("HERALD_SERVER__PORT", "7000"),
                 ("HERALD_APPS__0__SECRET", "s3cret"),
+                ("HERALD_APPS__0__ID", "424242"),
+                ("HERALD_DEMO__APP", "424242"),
                 ("HERALD_DEMO__ENABLED", "false"),
                 ("PATH", "/bin"),
             ]),
@@ -471,6 +483,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.server.port, 7000);
         assert_eq!(config.apps[0].secret, "s3cret");
+        assert_eq!(config.apps[0].id, "424242", "numeric text stays text");
         assert!(!config.demo.enabled);
     }
 

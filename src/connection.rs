@@ -16,12 +16,11 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use futures::SinkExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, debug_span};
 
 use crate::apps::{App, ConnectionSlot};
-use crate::hub::{Frame, Peer};
+use crate::hub::{Frame, Outgoing, Peer};
 use crate::protocol::{
     ChannelKind, ChannelName, ClientFrame, CloseCode, ErrorCode, SUPPORTED_PROTOCOLS, SocketId,
     frame,
@@ -30,7 +29,7 @@ use crate::state::Shared;
 
 /// Bytes tungstenite reads from the socket at a time. Small, because every idle
 /// socket holds this buffer; it grows on its own for a large frame.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 128;
 
 /// `GET /app/{key}`: checks the app and protocol version, then upgrades. A refused
 /// socket is still upgraded, because Pusher clients learn why only from the close
@@ -94,8 +93,8 @@ fn close_message(code: u16, reason: &'static str) -> Message {
 
 /// What woke the socket's task.
 enum Wake {
-    Closing(CloseCode),
-    Outgoing(Frame),
+    Outgoing(Outgoing),
+    ShuttingDown,
     Incoming(Option<Result<Message, axum::Error>>),
     Quiet,
 }
@@ -115,7 +114,7 @@ impl Connection {
     async fn start(shared: Arc<Shared>, app: Arc<App>, slot: ConnectionSlot, socket: WebSocket) {
         let socket_id = SocketId::random();
         let span = debug_span!("ws_conn", app_id = %app.id, %socket_id);
-        let (peer, frames) = Peer::new(socket_id, shared.config.server.outbound_queue);
+        let peer = Peer::new(socket_id, shared.config.server.outbound_queue);
         let connection = Connection {
             shared,
             app,
@@ -123,10 +122,10 @@ impl Connection {
             channels: HashSet::new(),
             _slot: slot,
         };
-        connection.run(socket, frames).instrument(span).await;
+        connection.run(socket).instrument(span).await;
     }
 
-    async fn run(mut self, mut socket: WebSocket, mut frames: mpsc::Receiver<Frame>) {
+    async fn run(mut self, mut socket: WebSocket) {
         debug!("socket open");
         let server = &self.shared.config.server;
         let (activity, pong_wait) = (server.activity_timeout, server.pong_timeout);
@@ -142,16 +141,16 @@ impl Connection {
         let close_code = loop {
             let wake = tokio::select! {
                 biased;
-                code = self.peer.close_requested() => Wake::Closing(code),
-                () = shutdown.cancelled() => Wake::Closing(CloseCode::ReconnectNow),
-                Some(frame) = frames.recv() => Wake::Outgoing(frame),
+                () = shutdown.cancelled() => Wake::ShuttingDown,
+                outgoing = self.peer.next() => Wake::Outgoing(outgoing),
                 incoming = socket.recv() => Wake::Incoming(incoming),
                 () = sleep_until(deadline) => Wake::Quiet,
             };
             match wake {
-                Wake::Closing(code) => break Some(code),
-                Wake::Outgoing(frame) => {
-                    if write_all(&mut socket, frame, &mut frames).await.is_err() {
+                Wake::ShuttingDown => break Some(CloseCode::ReconnectNow),
+                Wake::Outgoing(Outgoing::Close(code)) => break Some(code),
+                Wake::Outgoing(Outgoing::Frame(frame)) => {
+                    if write_queued(&mut socket, frame, &self.peer).await.is_err() {
                         break None;
                     }
                 }
@@ -277,14 +276,15 @@ impl Connection {
     }
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once.
-async fn write_all(
+/// Writes `first` and the frames queued behind it, then flushes once. A close
+/// request met on the way is left for the main loop to see.
+async fn write_queued(
     socket: &mut WebSocket,
     first: Frame,
-    frames: &mut mpsc::Receiver<Frame>,
+    peer: &Peer,
 ) -> Result<(), axum::Error> {
     socket.feed(Message::Text(first)).await?;
-    while let Ok(frame) = frames.try_recv() {
+    while let Some(frame) = peer.try_next_frame() {
         socket.feed(Message::Text(frame)).await?;
     }
     socket.flush().await

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-pub use peer::{Frame, Peer};
+pub use peer::{Frame, Outgoing, Peer};
 pub use presence::{InvalidMember, Member, Roster};
 
 use crate::protocol::{ChannelKind, ChannelName, SocketId, frame};
@@ -257,18 +257,17 @@ fn succeeded(channel: &ChannelName, data: Option<&str>) -> Frame {
 mod tests {
     use super::*;
 
-    fn peer(id: &str) -> (Arc<Peer>, tokio::sync::mpsc::Receiver<Frame>) {
-        let (peer, frames) = Peer::new(SocketId::parse(id).unwrap(), 16);
-        (Arc::new(peer), frames)
+    fn peer(id: &str) -> Arc<Peer> {
+        Arc::new(Peer::new(SocketId::parse(id).unwrap(), 16))
     }
 
     fn member(id: &str) -> Option<Member> {
         Some(Member::from_channel_data(&format!(r#"{{"user_id":"{id}"}}"#), 1024).unwrap())
     }
 
-    fn names(frames: &mut tokio::sync::mpsc::Receiver<Frame>) -> Vec<String> {
+    fn names(peer: &Peer) -> Vec<String> {
         let mut names = Vec::new();
-        while let Ok(frame) = frames.try_recv() {
+        while let Some(Outgoing::Frame(frame)) = peer.try_next() {
             let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
             names.push(value["event"].as_str().unwrap().to_owned());
         }
@@ -280,9 +279,9 @@ mod tests {
         let hub = Hub::new();
         let app: Arc<str> = "a".into();
         let channel = ChannelName::parse("presence-room").unwrap();
-        let (watcher, mut watched) = peer("1.1");
-        let (tab1, _t1) = peer("2.1");
-        let (tab2, _t2) = peer("2.2");
+        let watcher = peer("1.1");
+        let tab1 = peer("2.1");
+        let tab2 = peer("2.2");
 
         hub.subscribe(&app, &channel, &watcher, member("w"), 100)
             .unwrap();
@@ -296,7 +295,7 @@ mod tests {
         hub.unsubscribe(&app, &channel, &tab1.socket_id);
         hub.unsubscribe(&app, &channel, &tab2.socket_id);
         assert_eq!(
-            names(&mut watched),
+            names(&watcher),
             [
                 "pusher_internal:subscription_succeeded",
                 "pusher_internal:member_added",
@@ -310,9 +309,9 @@ mod tests {
         let hub = Hub::new();
         let app: Arc<str> = "a".into();
         let channel = ChannelName::parse("presence-room").unwrap();
-        let (first, _f) = peer("1.1");
-        let (second_tab, _s) = peer("1.2");
-        let (other, _o) = peer("1.3");
+        let first = peer("1.1");
+        let second_tab = peer("1.2");
+        let other = peer("1.3");
         hub.subscribe(&app, &channel, &first, member("u"), 1)
             .unwrap();
         hub.subscribe(&app, &channel, &second_tab, member("u"), 1)
@@ -328,7 +327,7 @@ mod tests {
         let hub = Hub::new();
         let app: Arc<str> = "a".into();
         let channel = ChannelName::parse("room").unwrap();
-        let (p, _frames) = peer("1.1");
+        let p = peer("1.1");
         hub.subscribe(&app, &channel, &p, None, 100).unwrap();
         assert_eq!(hub.occupied("a", "").len(), 1);
         assert!(hub.unsubscribe(&app, &channel, &p.socket_id));

@@ -88,6 +88,11 @@ impl Roster {
         self.members.len()
     }
 
+    /// Whether nobody is on the channel.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
     /// Whether the user has a socket on the channel.
     pub fn contains(&self, user_id: &str) -> bool {
         self.members.contains_key(user_id)

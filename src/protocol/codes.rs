@@ -29,26 +29,6 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    /// Every close code, for looking one up by number.
-    const ALL: [CloseCode; 9] = [
-        CloseCode::UnknownApp,
-        CloseCode::AppDisabled,
-        CloseCode::OverConnectionQuota,
-        CloseCode::InvalidVersion,
-        CloseCode::UnsupportedProtocol,
-        CloseCode::NoProtocolVersion,
-        CloseCode::OverCapacity,
-        CloseCode::ReconnectNow,
-        CloseCode::PongTimeout,
-    ];
-
-    /// The close code with this number.
-    pub fn from_code(code: u16) -> Option<CloseCode> {
-        CloseCode::ALL
-            .into_iter()
-            .find(|known| known.code() == code)
-    }
-
     /// The numeric code sent in the close frame and the `pusher:error`.
     pub fn code(self) -> u16 {
         match self {
