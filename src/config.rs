@@ -318,8 +318,9 @@ fn section<T: DeserializeOwned>(value: Value, key: &str, errors: &mut ConfigErro
     for _ in 0..64 {
         let attempt = Value::Table(table.clone());
         match serde_path_to_error::deserialize::<_, T>(attempt) {
-            Ok(parsed) if reported.is_empty() => return Some(parsed),
-            Ok(_) => return None,
+            // Read without the bad keys, the rest still gets its cross-field checks;
+            // the problems already listed keep the configuration from being used.
+            Ok(parsed) => return Some(parsed),
             Err(error) => {
                 let message = error.inner().message().to_owned();
                 let field = error

@@ -159,7 +159,8 @@ impl Connection {
                     pinged = false;
                     self.receive(message);
                 }
-                Wake::Incoming(_) => break None,
+                Wake::Incoming(Some(Err(error))) => break read_failure(error),
+                Wake::Incoming(None) => break None,
                 Wake::Quiet if pinged => break Some(CloseCode::PongTimeout),
                 Wake::Quiet => {
                     pinged = true;
@@ -288,6 +289,26 @@ async fn write_queued(
         socket.feed(Message::Text(frame)).await?;
     }
     socket.flush().await
+}
+
+/// The close code owed to a client whose frame could not be read, if the socket
+/// can still carry one.
+///
+/// A frame over `server.max_frame_size` is refused from its header, and the rest of
+/// it is never read, because the WebSocket stream ends at its first error. A client
+/// still sending that rest when the server closes therefore gets a TCP reset and may
+/// never read the 1009 close frame; one that sent the whole frame earlier, or only
+/// its header, does read it.
+fn read_failure(error: axum::Error) -> Option<CloseCode> {
+    let error = error.into_inner().downcast::<tungstenite::Error>().ok()?;
+    debug!(%error, "socket read failed");
+    match *error {
+        tungstenite::Error::Capacity(_) => Some(CloseCode::FrameTooLarge),
+        tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
+            Some(CloseCode::ProtocolViolation)
+        }
+        _ => None,
+    }
 }
 
 /// Sends the `pusher:error` and the close frame for `code`.

@@ -26,6 +26,11 @@ pub enum CloseCode {
     ReconnectNow,
     /// The client did not answer a ping in time.
     PongTimeout,
+    /// The client sent a frame larger than the server reads at all (a WebSocket
+    /// code, not a Pusher one).
+    FrameTooLarge,
+    /// The client broke the WebSocket protocol itself.
+    ProtocolViolation,
 }
 
 impl CloseCode {
@@ -41,6 +46,8 @@ impl CloseCode {
             CloseCode::OverCapacity => 4100,
             CloseCode::ReconnectNow => 4200,
             CloseCode::PongTimeout => 4201,
+            CloseCode::FrameTooLarge => 1009,
+            CloseCode::ProtocolViolation => 1002,
         }
     }
 
@@ -56,6 +63,8 @@ impl CloseCode {
             CloseCode::OverCapacity => "Socket could not keep up; reconnect later",
             CloseCode::ReconnectNow => "Server is shutting down; reconnect",
             CloseCode::PongTimeout => "Pong reply not received",
+            CloseCode::FrameTooLarge => "Frame too large",
+            CloseCode::ProtocolViolation => "WebSocket protocol error",
         }
     }
 }
