@@ -31,6 +31,10 @@ use crate::state::Shared;
 /// socket holds this buffer; it grows on its own for a large frame.
 const READ_BUFFER: usize = 128;
 
+/// How long a socket closed over an oversized frame waits before it goes, so that
+/// the close frame is sent before the connection is reset.
+const UNREAD_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// `GET /app/{key}`: checks the app and protocol version, then upgrades. A refused
 /// socket is still upgraded, because Pusher clients learn why only from the close
 /// code.
@@ -174,6 +178,12 @@ impl Connection {
         let code = close_code.map(CloseCode::code);
         if let Some(code) = close_code {
             close_with(&mut socket, code).await;
+            if code == CloseCode::FrameTooLarge {
+                // The refused frame's rest is still unread, and closing a socket with
+                // unread data discards what is not yet sent. Give the close frame a
+                // moment to leave first.
+                tokio::time::sleep(UNREAD_CLOSE_DELAY).await;
+            }
         }
         debug!(close_code = code, "socket closed");
     }
@@ -295,10 +305,9 @@ async fn write_queued(
 /// can still carry one.
 ///
 /// A frame over `server.max_frame_size` is refused from its header, and the rest of
-/// it is never read, because the WebSocket stream ends at its first error. A client
-/// still sending that rest when the server closes therefore gets a TCP reset and may
-/// never read the 1009 close frame; one that sent the whole frame earlier, or only
-/// its header, does read it.
+/// it is never read, because the WebSocket stream ends at its first error. Closing
+/// with that rest unread resets the TCP connection; the close frame is sent first,
+/// but a client on a slow link may see the reset before it reads the frame.
 fn read_failure(error: axum::Error) -> Option<CloseCode> {
     let error = error.into_inner().downcast::<tungstenite::Error>().ok()?;
     debug!(%error, "socket read failed");

@@ -1,0 +1,15 @@
+//! Integration tests: the real server on port 0, driven by real clients.
+
+#![allow(
+    unreachable_pub,
+    reason = "a test binary has no public API to keep small"
+)]
+
+mod channels;
+mod cli;
+mod connection;
+mod http_api;
+mod interop;
+mod kit;
+mod presence;
+mod support;
