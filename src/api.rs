@@ -1,5 +1,5 @@
-//! The HTTP side: Pusher's HTTP API under `/apps/{app_id}`, the WebSocket endpoint,
-//! health checks and the demo page.
+//! The HTTP side: Pusher's HTTP API and the jobs API under `/apps/{app_id}`, the
+//! WebSocket endpoint, health checks and the demo page.
 
 mod auth;
 mod channels;
@@ -7,6 +7,7 @@ mod demo;
 mod error;
 mod events;
 mod health;
+mod jobs;
 
 use std::sync::Arc;
 
@@ -36,8 +37,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
             auth::signed_request,
         ));
 
+    let jobs_api = Router::new()
+        .route("/apps/{app_id}/jobs", post(jobs::create).get(jobs::list))
+        .route("/apps/{app_id}/jobs/{id}", get(jobs::show))
+        .route("/apps/{app_id}/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/apps/{app_id}/files/{sha256}", get(jobs::file))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            auth::signed_or_token,
+        ));
+
     let mut router = Router::new()
         .merge(pusher_api)
+        .merge(jobs_api)
         .route("/app/{key}", any(crate::connection::upgrade))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready));

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -28,8 +29,103 @@ pub struct Config {
     pub log: LogConfig,
     /// The demo page.
     pub demo: DemoConfig,
+    /// Where jobs are kept.
+    pub store: StoreConfig,
+    /// Where uploaded files are kept.
+    pub files: FilesConfig,
+    /// How jobs run.
+    pub jobs: JobsConfig,
     /// The apps served, each with its own credentials and limits.
     pub apps: Vec<AppConfig>,
+}
+
+/// `[store]`: the database of jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite database file, created with its directory on first run.
+    pub path: PathBuf,
+}
+
+/// `[files]`: content-addressed storage for uploads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// The directory, created on first run.
+    pub dir: PathBuf,
+}
+
+/// `[jobs]`: settings shared by every event type.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// How long a finished job's outcome is replayed to new subscribers of its
+    /// channel.
+    #[serde(with = "humantime_serde")]
+    pub retain_results: Duration,
+}
+
+/// The built-in handlers an event type can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandlerKind {
+    /// Stores an uploaded file and reports what it is.
+    FileUpload,
+    /// Analyses a chat transcript.
+    ChatAnalysis,
+    /// Delivers the payload as the result.
+    Relay,
+    /// POSTs the event to a worker URL and takes its answer as the result.
+    Http,
+}
+
+/// One `[[apps.event_types]]` entry: an event type and how its jobs run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTypeConfig {
+    /// The `eventType` clients send.
+    pub name: String,
+    /// The handler that runs its jobs.
+    pub handler: HandlerKind,
+    /// The channel results are pushed to when the request names none; may use
+    /// `{jobId}`, `{eventType}` and `{metadata.FIELD}`.
+    #[serde(default = "default_job_channel")]
+    pub channel: String,
+    /// How long one attempt may run.
+    #[serde(default = "default_job_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts in all, the first included.
+    #[serde(default = "default_job_attempts")]
+    pub attempts: u32,
+    /// Wait before the second attempt; it doubles for each one after.
+    #[serde(default = "default_job_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Jobs of this type that may run at once on this node.
+    #[serde(default = "default_job_concurrency")]
+    pub concurrency: usize,
+    /// For the `http` handler: the worker URL the event is POSTed to.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+fn default_job_channel() -> String {
+    "job-{jobId}".into()
+}
+
+fn default_job_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_job_attempts() -> u32 {
+    3
+}
+
+fn default_job_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_job_concurrency() -> usize {
+    4
 }
 
 /// `[server]`: the listener and the WebSocket connection settings.
@@ -103,6 +199,34 @@ pub struct AppConfig {
     /// Largest presence `user_info`, in bytes of its JSON text.
     #[serde(default = "default_max_presence_user_info")]
     pub max_presence_user_info: usize,
+    /// A token that authorizes jobs API calls as `Authorization: Bearer …`, for
+    /// clients that cannot sign requests; empty turns token access off.
+    #[serde(default)]
+    pub api_token: String,
+    /// Largest JSON body of `POST /jobs`, in bytes.
+    #[serde(default = "default_max_job_size")]
+    pub max_job_size: usize,
+    /// Largest uploaded file, in bytes.
+    #[serde(default = "default_max_upload_size")]
+    pub max_upload_size: u64,
+    /// The event types the app's jobs may have.
+    #[serde(default)]
+    pub event_types: Vec<EventTypeConfig>,
+}
+
+impl AppConfig {
+    /// The event type named `name`.
+    pub fn event_type(&self, name: &str) -> Option<&EventTypeConfig> {
+        self.event_types.iter().find(|t| t.name == name)
+    }
+}
+
+fn default_max_job_size() -> usize {
+    256 * 1024
+}
+
+fn default_max_upload_size() -> u64 {
+    100 * 1024 * 1024
 }
 
 fn yes() -> bool {
@@ -212,6 +336,9 @@ where
     let server = section::<ServerConfig>(take("server"), "server", &mut errors);
     let log = section::<LogConfig>(take("log"), "log", &mut errors);
     let demo = section::<DemoConfig>(take("demo"), "demo", &mut errors);
+    let store = section::<StoreConfig>(take("store"), "store", &mut errors);
+    let files = section::<FilesConfig>(take("files"), "files", &mut errors);
+    let jobs = section::<JobsConfig>(take("jobs"), "jobs", &mut errors);
     let apps = apps(take("apps"), &mut errors);
     for key in table.keys() {
         errors.push(key.as_str(), "unknown section");
@@ -219,13 +346,18 @@ where
 
     // Cross-field checks run on whatever did parse, so their problems are listed too.
     validate_apps(&apps, server.as_ref(), &mut errors);
-    let (Some(server), Some(log), Some(demo)) = (server, log, demo) else {
+    let (Some(server), Some(log), Some(demo), Some(store), Some(files), Some(jobs)) =
+        (server, log, demo, store, files, jobs)
+    else {
         return Err(errors);
     };
     let config = Config {
         server,
         log,
         demo,
+        store,
+        files,
+        jobs,
         apps,
     };
     validate(&config, &mut errors);
@@ -446,6 +578,54 @@ fn validate_app(
     }
     if app.max_presence_members == 0 {
         errors.push(key("max_presence_members"), "must be at least 1");
+    }
+    for (j, event_type) in app.event_types.iter().enumerate() {
+        let at = |field: &str| format!("apps[{i}].event_types[{j}].{field}");
+        let earlier = &app.event_types[..j];
+        validate_event_type(event_type, earlier, at, errors);
+    }
+}
+
+fn validate_event_type(
+    event_type: &EventTypeConfig,
+    earlier: &[EventTypeConfig],
+    at: impl Fn(&str) -> String,
+    errors: &mut ConfigErrors,
+) {
+    let name = &event_type.name;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        errors.push(
+            at("name"),
+            "must be letters, digits, '-', '_' or '.', not empty",
+        );
+    }
+    if earlier.iter().any(|other| &other.name == name) {
+        errors.push(at("name"), format!("{name:?} is declared twice"));
+    }
+    if event_type.attempts == 0 {
+        errors.push(at("attempts"), "must be at least 1");
+    }
+    if event_type.concurrency == 0 {
+        errors.push(at("concurrency"), "must be at least 1");
+    }
+    if event_type.timeout.is_zero() {
+        errors.push(at("timeout"), "must be more than 0s");
+    }
+    if let Err(problem) = crate::jobs::check_channel_template(&event_type.channel) {
+        errors.push(at("channel"), problem);
+    }
+    let is_http = event_type.handler == HandlerKind::Http;
+    match &event_type.url {
+        Some(url) if is_http && !(url.starts_with("http://") || url.starts_with("https://")) => {
+            errors.push(at("url"), "must be an http:// or https:// URL");
+        }
+        None if is_http => errors.push(at("url"), "the http handler needs a worker url"),
+        Some(_) if !is_http => errors.push(at("url"), "only the http handler takes a url"),
+        _ => {}
     }
 }
 

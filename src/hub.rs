@@ -13,8 +13,10 @@ mod presence;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
+use tokio::time::Instant;
 
 pub use peer::{Frame, Outgoing, Peer};
 pub use presence::{InvalidMember, Member, Roster};
@@ -56,10 +58,20 @@ pub enum SubscribeRefusal {
     PresenceFull(usize),
 }
 
+/// A frame replayed to each new subscriber of a channel until it expires.
+#[derive(Debug)]
+struct Retained {
+    frame: Frame,
+    until: Instant,
+}
+
 /// Channels and their subscribers on this node.
 #[derive(Debug, Default)]
 pub struct Hub {
     channels: DashMap<ChannelKey, Channel>,
+    /// Frames kept for late subscribers, such as a job's outcome. Always locked
+    /// after `channels` when both are, never before.
+    retained: DashMap<ChannelKey, Retained>,
 }
 
 impl Hub {
@@ -87,11 +99,11 @@ impl Hub {
         max_members: usize,
     ) -> Result<(), SubscribeRefusal> {
         let key = (Arc::clone(app), channel.clone());
-        let mut entry = self.channels.entry(key).or_insert_with(|| Channel {
-            subscribers: HashMap::new(),
-            roster: (channel.kind() == ChannelKind::Presence).then(Roster::default),
-        });
+        let mut entry = self.channels.entry(key.clone()).or_default();
         let state = entry.value_mut();
+        if channel.kind() == ChannelKind::Presence && state.roster.is_none() {
+            state.roster = Some(Roster::default());
+        }
 
         // A repeated subscribe is answered again but not counted twice.
         if state.subscribers.contains_key(&peer.socket_id) {
@@ -109,6 +121,7 @@ impl Hub {
                 },
             );
             peer.send(succeeded(channel, None));
+            self.replay(&key, peer);
             return Ok(());
         };
 
@@ -119,6 +132,7 @@ impl Hub {
         }
         let first_socket = roster.join(&member);
         peer.send(succeeded(channel, Some(&roster.succeeded_data())));
+        self.replay(&key, peer);
         if first_socket {
             let added = Frame::from(frame::member_added(channel.as_str(), &member.added_data()));
             for subscriber in state.subscribers.values() {
@@ -185,6 +199,49 @@ impl Hub {
             }
         }
         sent
+    }
+
+    /// Like [`Hub::publish`] to everyone, and keeps the frame for `keep`: each socket
+    /// that subscribes to the channel meanwhile gets it right after its
+    /// `subscription_succeeded`. Done under the channel's lock, so a subscriber gets
+    /// the frame exactly once, live or replayed.
+    pub fn publish_retained(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        frame: &Frame,
+        keep: Duration,
+    ) {
+        let key = (Arc::clone(app), channel.clone());
+        let state = self.channels.entry(key.clone()).or_default();
+        let retained = Retained {
+            frame: frame.clone(),
+            until: Instant::now() + keep,
+        };
+        self.retained.insert(key, retained);
+        for subscriber in state.subscribers.values() {
+            subscriber.peer.send(frame.clone());
+        }
+        let empty = state.subscribers.is_empty();
+        drop(state);
+        if empty {
+            self.remove_if_empty(app, channel);
+        }
+    }
+
+    /// Drops retained frames that have expired.
+    pub fn forget_expired(&self) {
+        let now = Instant::now();
+        self.retained.retain(|_, retained| retained.until > now);
+    }
+
+    /// Sends a new subscriber the channel's retained frame, if it has one.
+    fn replay(&self, key: &ChannelKey, peer: &Peer) {
+        if let Some(retained) = self.retained.get(key) {
+            if retained.until > Instant::now() {
+                peer.send(retained.frame.clone());
+            }
+        }
     }
 
     /// The counts of one channel; zero when nobody is subscribed.

@@ -9,7 +9,9 @@
 //! - [`apps`]: the apps served, looked up by id or key, with their connection quota.
 //! - [`hub`]: channels, subscribers and presence rosters on this node.
 //! - [`connection`]: one WebSocket's task.
-//! - [`api`]: the HTTP routes: Pusher's API, health, the demo page.
+//! - [`jobs`]: the event pipeline: jobs, handlers, workers, uploaded files.
+//! - [`store`]: durable storage of jobs (SQLite).
+//! - [`api`]: the HTTP routes: Pusher's API, jobs, health, the demo page.
 //! - [`state`]: what handlers and socket tasks share.
 //! - [`telemetry`]: logging set-up.
 //!
@@ -20,8 +22,10 @@ pub mod apps;
 pub mod config;
 pub mod connection;
 pub mod hub;
+pub mod jobs;
 pub mod protocol;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 
 use std::future::Future;
@@ -39,13 +43,18 @@ use state::Shared;
 ///
 /// # Errors
 ///
-/// When the listener fails.
-pub async fn run<F>(config: Config, listener: TcpListener, shutdown: F) -> std::io::Result<()>
+/// When the store cannot be opened, or the listener fails.
+pub async fn run<F>(config: Config, listener: TcpListener, shutdown: F) -> Result<(), RunError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let shared = Arc::new(Shared::new(config));
+    let jobs = jobs::JobRuntime::open(&config).await?;
+    let shared = Arc::new(Shared::new(config, jobs));
     let router = api::router(Arc::clone(&shared));
+    jobs::spawn_workers(&shared).await;
+    shared
+        .tracker
+        .spawn(forget_expired_frames(Arc::clone(&shared)));
 
     let addr = listener.local_addr()?;
     let apps: Vec<&str> = shared.config.apps.iter().map(|a| a.id.as_str()).collect();
@@ -71,6 +80,28 @@ where
         ),
     }
     Ok(())
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The job store or file directory could not be opened.
+    #[error(transparent)]
+    Start(#[from] jobs::StartError),
+    /// The listener failed.
+    #[error("the listener failed")]
+    Listener(#[from] std::io::Error),
+}
+
+/// Drops expired retained frames once a minute, until shutdown.
+async fn forget_expired_frames(shared: Arc<Shared>) {
+    let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = every_minute.tick() => shared.hub.forget_expired(),
+            () = shared.shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM.

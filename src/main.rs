@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "server failed");
+            tracing::error!(error = %error_chain(&error), "server failed");
             ExitCode::FAILURE
         }
     }
@@ -54,7 +54,18 @@ fn load(path: Option<PathBuf>) -> Result<Config, String> {
 }
 
 #[tokio::main]
-async fn serve(config: Config) -> std::io::Result<()> {
+async fn serve(config: Config) -> Result<(), herald::RunError> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr()).await?;
     herald::run(config, listener, herald::shutdown_signal()).await
+}
+
+/// An error and its causes, joined with ": ".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }

@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 use crate::apps::Apps;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::jobs::JobRuntime;
 
 /// The server's shared state, behind one `Arc`.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub struct Shared {
     pub apps: Apps,
     /// Channels and subscribers on this node.
     pub hub: Hub,
+    /// The job store, file storage and workers' wake-ups.
+    pub jobs: JobRuntime,
     /// Cancelled when the server begins to shut down; sockets then close with 4200.
     pub shutdown: CancellationToken,
     /// Every socket task, so that shutdown can wait for them to finish.
@@ -27,12 +30,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Shared state for `config`.
-    pub fn new(config: Config) -> Self {
+    /// Shared state for `config`, around an opened job runtime.
+    pub fn new(config: Config, jobs: JobRuntime) -> Self {
         Shared {
             apps: Apps::new(&config.apps),
             config,
             hub: Hub::new(),
+            jobs,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),

@@ -13,13 +13,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use md5::{Digest, Md5};
 use std::collections::HashMap;
 
+use subtle::ConstantTimeEq;
+
 use super::ApiError;
+use crate::apps::App;
 use crate::config::AppConfig;
 use crate::protocol::hex_signature_matches;
 use crate::state::Shared;
@@ -40,14 +43,54 @@ pub struct RequestToVerify<'a> {
     pub body: &'a [u8],
 }
 
-/// Middleware for every `/apps/{app_id}/…` route: finds the app, reads the body,
-/// checks the signature, and hands the app and the body on to the handler.
+/// Middleware for the Pusher API routes: finds the app, reads the body, checks the
+/// signature, and hands the app and the body on to the handler.
 pub(super) async fn signed_request(
     State(shared): State<Arc<Shared>>,
     Path(params): Path<HashMap<String, String>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let app = enabled_app(&shared, &params)?;
+    verified(&shared, app, request, next).await
+}
+
+/// Middleware for the jobs and files routes: a signed request as for the Pusher
+/// API, or the app's API token as `Authorization: Bearer …`. A token request is not
+/// buffered, so it may carry an upload larger than `server.max_request_size`.
+pub(super) async fn signed_or_token(
+    State(shared): State<Arc<Shared>>,
+    Path(params): Path<HashMap<String, String>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let app = enabled_app(&shared, &params)?;
+    let Some(token) = bearer_token(&request) else {
+        return verified(&shared, app, request, next).await;
+    };
+    let expected = app.config.api_token.as_bytes();
+    if expected.is_empty() || !bool::from(expected.ct_eq(token.as_bytes())) {
+        let message = "the bearer token is not this app's api_token";
+        return Err(ApiError::unauthorized("invalid_token", message));
+    }
+    request.extensions_mut().insert(app);
+    Ok(next.run(request).await)
+}
+
+fn bearer_token(request: &Request) -> Option<String> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+/// The enabled app named by the `app_id` path parameter.
+fn enabled_app(shared: &Shared, params: &HashMap<String, String>) -> Result<Arc<App>, ApiError> {
     let app_id = params.get("app_id").map(String::as_str).unwrap_or_default();
     let app = shared.apps.by_id(app_id).cloned().ok_or_else(|| {
         let message = format!("no app has the id {app_id:?}");
@@ -61,11 +104,24 @@ pub(super) async fn signed_request(
             message,
         ));
     }
+    Ok(app)
+}
 
+/// Reads the body (at most `server.max_request_size`), checks the signature, and
+/// passes the request on with the app attached.
+async fn verified(
+    shared: &Shared,
+    app: Arc<App>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let limit = shared.config.server.max_request_size;
     let body = to_bytes(body, limit).await.map_err(|_| {
-        let message = format!("request body is larger than {limit} bytes");
+        let message = format!(
+            "request body is larger than {limit} bytes; signed requests are read whole \
+             (larger uploads can use the app's api_token instead)"
+        );
         ApiError::too_large("body_too_large", message)
     })?;
     let to_verify = RequestToVerify {

@@ -1,4 +1,4 @@
-//! The demo page on `/` and its unsigned trigger route. Both exist only while
+//! The demo page on `/` and its unsigned trigger and job routes. Both exist only while
 //! `[demo] enabled` is true: the trigger lets anyone who reaches the server send
 //! events on the demo app, which is fine on a laptop and wrong in production.
 
@@ -25,6 +25,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/", get(page))
         .route("/demo/config", get(config))
         .route("/demo/events", post(trigger))
+        .route("/demo/jobs", post(job))
 }
 
 async fn page() -> Html<&'static str> {
@@ -56,6 +57,16 @@ async fn trigger(
     let event = Event::demo(&app, body.channel, body.event, body.data)?;
     publish(&shared, &app, &event);
     Ok(Json(json!({})))
+}
+
+/// `POST /demo/jobs`: a job for the demo app, JSON or multipart, without a
+/// signature or token.
+async fn job(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, ApiError> {
+    let app = demo_app(&shared)?;
+    super::jobs::accept(&shared, &app, request).await
 }
 
 fn demo_app(shared: &Shared) -> Result<Arc<crate::apps::App>, ApiError> {

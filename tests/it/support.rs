@@ -44,7 +44,9 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub app: TestApp,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    task: Option<JoinHandle<Result<(), herald::RunError>>>,
+    /// The scratch directory this server made for itself, removed when it is dropped.
+    owned_dir: Option<std::path::PathBuf>,
 }
 
 impl TestServer {
@@ -56,7 +58,21 @@ impl TestServer {
     /// `toml` laid over the shipped configuration, as a `--config` file would be.
     /// The first app in the resulting configuration becomes `self.app`.
     pub async fn start_with(toml: &str) -> Self {
-        let config = herald::Config::load(Some(toml), std::iter::empty())
+        let dir = scratch_dir();
+        let mut server = Self::start_in(toml, &dir).await;
+        server.owned_dir = Some(dir);
+        server
+    }
+
+    /// Like `start_with`, keeping the job store and files in `dir`, so that a
+    /// second server started on the same `dir` finds what the first one left.
+    pub async fn start_in(toml: &str, dir: &std::path::Path) -> Self {
+        let env = [
+            ("HERALD_STORE__PATH", dir.join("herald.db")),
+            ("HERALD_FILES__DIR", dir.join("files")),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.display().to_string()));
+        let config = herald::Config::load(Some(toml), env)
             .unwrap_or_else(|e| panic!("test config rejected: {e}"));
         let first = &config.apps[0];
         let app = TestApp {
@@ -75,6 +91,7 @@ impl TestServer {
             app,
             stop: Some(stop),
             task: Some(task),
+            owned_dir: None,
         }
     }
 
@@ -157,7 +174,17 @@ impl Drop for TestServer {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        if let Some(dir) = self.owned_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// A new empty directory for one test's store and files.
+pub fn scratch_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("herald-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// Seconds since the Unix epoch.
