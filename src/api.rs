@@ -12,8 +12,11 @@ mod jobs;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware;
+use axum::body::to_bytes;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 pub use auth::{RequestToVerify, verify_request};
@@ -58,5 +61,39 @@ pub fn router(shared: Arc<Shared>) -> Router {
     }
 
     // Bodies are read whole by the signature check, which applies its own limit.
-    router.layer(DefaultBodyLimit::disable()).with_state(shared)
+    router
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(json_errors))
+        .with_state(shared)
+}
+
+/// Gives every refusal the API's `{"code", "message"}` form, including those made
+/// by the framework before a handler runs (no such route, wrong method, a path that
+/// does not decode), which come as plain text or empty.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", format!("no route for {path}")),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            format!("{path} does not take this method"),
+        ),
+        _ if status.is_server_error() => ("server_error", status.to_string()),
+        _ if text.is_empty() => ("bad_request", status.to_string()),
+        _ => ("bad_request", text),
+    };
+    ApiError::new(status, code, message).into_response()
 }

@@ -176,10 +176,13 @@ pub struct DemoConfig {
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// The id used in HTTP API paths.
+    #[serde(deserialize_with = "text")]
     pub id: String,
     /// The public key used by clients to connect and to sign requests.
+    #[serde(deserialize_with = "text")]
     pub key: String,
     /// The secret that signs channel authorizations and API requests.
+    #[serde(deserialize_with = "text")]
     pub secret: String,
     /// A disabled app refuses sockets (4003) and API calls (403).
     #[serde(default = "yes")]
@@ -227,6 +230,21 @@ fn default_max_job_size() -> usize {
 
 fn default_max_upload_size() -> u64 {
     100 * 1024 * 1024
+}
+
+/// A string, or a whole number taken as its text: an app id such as 424242 set
+/// through an environment variable arrives as a number.
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        String(String),
+        Number(i64),
+    }
+    Ok(match Text::deserialize(deserializer)? {
+        Text::String(text) => text,
+        Text::Number(number) => number.to_string(),
+    })
 }
 
 fn yes() -> bool {
@@ -370,7 +388,7 @@ where
 
 fn parse_toml(text: &str, what: &str, errors: &mut ConfigErrors) -> Table {
     text.parse::<Table>().unwrap_or_else(|error| {
-        errors.push(what, error.message().to_owned());
+        errors.push(what, error.to_string().trim_end().to_owned());
         Table::new()
     })
 }
@@ -522,7 +540,11 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
     if config.demo.enabled && !config.apps.iter().any(|a| a.id == config.demo.app) {
         errors.push(
             "demo.app",
-            format!("no app has the id {:?}", config.demo.app),
+            format!(
+                "no app has the id {:?}; name one of your apps here, or set \
+                 demo.enabled = false",
+                config.demo.app
+            ),
         );
     }
 }
@@ -657,6 +679,9 @@ mod tests {
                 ("HERALD_APPS__0__SECRET", "s3cret"),
                 ("HERALD_APPS__0__ID", "424242"),
                 ("HERALD_DEMO__APP", "424242"),
+                ("HERALD_APPS__1__ID", "77"),
+                ("HERALD_APPS__1__KEY", "k77"),
+                ("HERALD_APPS__1__SECRET", "12345"),
                 ("HERALD_DEMO__ENABLED", "false"),
                 ("PATH", "/bin"),
             ]),
@@ -665,6 +690,8 @@ mod tests {
         assert_eq!(config.server.port, 7000);
         assert_eq!(config.apps[0].secret, "s3cret");
         assert_eq!(config.apps[0].id, "424242", "numeric text stays text");
+        assert_eq!(config.apps[1].id, "77", "a new app may have a numeric id");
+        assert_eq!(config.apps[1].secret, "12345");
         assert!(!config.demo.enabled);
     }
 

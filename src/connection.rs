@@ -10,6 +10,7 @@ mod subscribe;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -31,9 +32,12 @@ use crate::state::Shared;
 /// socket holds this buffer; it grows on its own for a large frame.
 const READ_BUFFER: usize = 128;
 
+/// How long the close frame may take to write before the socket is dropped anyway.
+const CLOSE_WRITE_LIMIT: Duration = Duration::from_secs(1);
+
 /// How long a socket closed over an oversized frame waits before it goes, so that
 /// the close frame is sent before the connection is reset.
-const UNREAD_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+const UNREAD_CLOSE_DELAY: Duration = Duration::from_millis(200);
 
 /// `GET /app/{key}`: checks the app and protocol version, then upgrades. A refused
 /// socket is still upgraded, because Pusher clients learn why only from the close
@@ -95,6 +99,13 @@ fn close_message(code: u16, reason: &'static str) -> Message {
     }))
 }
 
+/// How a write ended.
+enum Written {
+    Done,
+    Failed,
+    Interrupted(CloseCode),
+}
+
 /// What woke the socket's task.
 enum Wake {
     Outgoing(Outgoing),
@@ -154,8 +165,10 @@ impl Connection {
                 Wake::ShuttingDown => break Some(CloseCode::ReconnectNow),
                 Wake::Outgoing(Outgoing::Close(code)) => break Some(code),
                 Wake::Outgoing(Outgoing::Frame(frame)) => {
-                    if write_queued(&mut socket, frame, &self.peer).await.is_err() {
-                        break None;
+                    match self.write(&mut socket, frame, pong_wait).await {
+                        Written::Done => {}
+                        Written::Failed => break None,
+                        Written::Interrupted(code) => break Some(code),
                     }
                 }
                 Wake::Incoming(Some(Ok(message))) => {
@@ -177,7 +190,8 @@ impl Connection {
         self.leave_all();
         let code = close_code.map(CloseCode::code);
         if let Some(code) = close_code {
-            close_with(&mut socket, code).await;
+            // A client that stopped reading may never take the close frame either.
+            let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, close_with(&mut socket, code)).await;
             if code == CloseCode::FrameTooLarge {
                 // The refused frame's rest is still unread, and closing a socket with
                 // unread data discards what is not yet sent. Give the close frame a
@@ -186,6 +200,22 @@ impl Connection {
             }
         }
         debug!(close_code = code, "socket closed");
+    }
+
+    /// Writes a frame and those queued behind it. A client that stops reading makes
+    /// the write wait on TCP back-pressure; meanwhile a close request, shutdown, or
+    /// `stall_limit` without progress ends the wait, so such a socket is closed (with
+    /// 4100 after the stall) rather than holding its slot and presence for ever.
+    async fn write(&self, socket: &mut WebSocket, frame: Frame, stall_limit: Duration) -> Written {
+        tokio::select! {
+            written = write_queued(socket, frame, &self.peer) => match written {
+                Ok(()) => Written::Done,
+                Err(_) => Written::Failed,
+            },
+            code = self.peer.closing() => Written::Interrupted(code),
+            () = self.shared.shutdown.cancelled() => Written::Interrupted(CloseCode::ReconnectNow),
+            () = tokio::time::sleep(stall_limit) => Written::Interrupted(CloseCode::OverCapacity),
+        }
     }
 
     /// Handles one message from the client.
@@ -198,6 +228,13 @@ impl Connection {
                     self.app.config.max_message_size
                 );
                 self.send_error(ErrorCode::MessageTooLarge, &message);
+                // A client waits for the answer to a subscribe; refusing it only with
+                // `pusher:error` would leave the subscription pending for ever.
+                if let Ok(ClientFrame::Subscribe(request)) = ClientFrame::parse(&text) {
+                    let refused =
+                        frame::subscription_error(&request.channel, "LimitReached", &message, 413);
+                    self.peer.send(refused.into());
+                }
             }
             Message::Text(text) => match ClientFrame::parse(&text) {
                 Ok(frame) => self.handle(frame),

@@ -28,7 +28,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -61,23 +61,36 @@ where
     info!(%addr, apps = %apps.join(","), "herald listening");
 
     let stopping = Arc::clone(&shared);
-    axum::serve(listener, router)
+    let serve = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             info!("shutting down");
             stopping.begin_shutdown();
         })
-        .await?;
+        .into_future();
+
+    // Requests still open when shutdown begins get the grace period to finish; a
+    // client that never completes its request must not hold the process up.
+    let grace = shared.config.server.shutdown_grace;
+    let begun = shared.shutdown.clone();
+    tokio::select! {
+        served = serve => served?,
+        () = async { begun.cancelled().await; tokio::time::sleep(grace).await } => {
+            warn!("HTTP requests still open after the grace period; stopping without them");
+        }
+    }
 
     // Sockets were told to close when shutdown began; give them time to finish.
     shared.tracker.close();
-    let grace = shared.config.server.shutdown_grace;
     match tokio::time::timeout(grace, shared.tracker.wait()).await {
         Ok(()) => info!("herald stopped"),
-        Err(_) => warn!(
-            open = shared.tracker.len(),
-            "sockets still open after the grace period"
-        ),
+        Err(_) => {
+            warn!(
+                open = shared.tracker.len(),
+                "tasks still running after the grace period"
+            );
+            shared.jobs.hand_back().await;
+        }
     }
     Ok(())
 }

@@ -55,7 +55,10 @@ fn load(path: Option<PathBuf>) -> Result<Config, String> {
 
 #[tokio::main]
 async fn serve(config: Config) -> Result<(), herald::RunError> {
-    let listener = tokio::net::TcpListener::bind(config.listen_addr()).await?;
+    let addr = config.listen_addr();
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+        std::io::Error::new(error.kind(), format!("cannot listen on {addr}: {error}"))
+    })?;
     herald::run(config, listener, herald::shutdown_signal()).await
 }
 

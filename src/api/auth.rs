@@ -169,8 +169,8 @@ pub fn verify_request(
     else {
         return Err(ApiError::unauthorized(
             "missing_auth_params",
-            "sign the request: auth_key, auth_timestamp, auth_version and auth_signature \
-             are required query parameters",
+            "sign the request: auth_key, auth_timestamp and auth_signature are required \
+             query parameters (with auth_version=1.0, and body_md5 when there is a body)",
         ));
     };
     if *key != app.key {

@@ -95,7 +95,14 @@ pub(super) async fn trigger_batch(
         .batch
         .into_iter()
         .enumerate()
-        .map(|(i, item)| Event::check(&app, item, &format!("batch[{i}].")))
+        .map(|(i, item)| {
+            let at = format!("batch[{i}].");
+            if item.channels.is_some() {
+                let message = format!("{at}channels: a batch event takes one `channel`");
+                return Err(ApiError::bad_request("invalid_body", message));
+            }
+            Event::check(&app, item, &at)
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     for event in &events {
@@ -197,6 +204,12 @@ fn channels_of(
             return Err(ApiError::bad_request("missing_channel", message));
         }
     };
+    // A channel named twice gets the event once.
+    let mut seen = std::collections::HashSet::new();
+    let names: Vec<String> = names
+        .into_iter()
+        .filter(|n| seen.insert(n.clone()))
+        .collect();
     if names.len() > MAX_CHANNELS {
         let message = format!(
             "{at}channels lists {} channels; the limit is {MAX_CHANNELS}",

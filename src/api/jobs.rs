@@ -86,7 +86,13 @@ pub(super) async fn accept(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let event = if is_multipart {
-        read_multipart(shared, app, request, id).await?
+        match read_multipart(shared, app, request, id).await {
+            Ok(event) => event,
+            Err(error) => {
+                discard_upload(shared, id).await;
+                return Err(error);
+            }
+        }
     } else {
         let limit = app.config.max_job_size;
         let body = to_bytes(request.into_body(), limit).await.map_err(|_| {
@@ -182,13 +188,14 @@ fn new_job(
     let channel = job_channel(event_type, &event, id)?;
     let callback_url = event.callback_url.map(checked_callback_url).transpose()?;
 
-    // The digest covers what the request asked for, so a retry matches and a
-    // different request under the same key does not.
+    // The digest covers what the request asked for (the channel as asked, not as
+    // filled in with this job's id), so a retry matches and a different request
+    // under the same key does not.
     let asked = json!([
         event.event_type,
         event.payload,
         event.metadata,
-        channel,
+        event.channel,
         callback_url
     ]);
     let request_digest = hex::encode(Sha256::digest(asked.to_string().as_bytes()));
@@ -447,9 +454,10 @@ pub(super) async fn show(
     Ok(Json(view))
 }
 
-/// Query of `GET /jobs`.
+/// Query of `GET /jobs`. Other parameters are ignored: a signed request carries its
+/// `auth_*` parameters in the same query.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct ListQuery {
     event_type: Option<String>,
     status: Option<String>,

@@ -94,6 +94,18 @@ impl Peer {
         }
     }
 
+    /// Waits until a close is asked for, and returns its code.
+    pub async fn closing(&self) -> CloseCode {
+        loop {
+            if let Some(code) = self.lock().close {
+                return code;
+            }
+            // Frames queued meanwhile also wake this; `next` finds them by looking at
+            // the queue, not at the wake-ups, so none is lost.
+            self.wake.notified().await;
+        }
+    }
+
     /// The next thing to do, if there is one now.
     pub fn try_next(&self) -> Option<Outgoing> {
         let mut state = self.lock();

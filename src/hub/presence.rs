@@ -22,7 +22,7 @@ pub enum InvalidMember {
     #[error("channel_data must be a JSON object")]
     NotAnObject,
     /// No usable `user_id`.
-    #[error("channel_data must hold a non-empty string or number user_id")]
+    #[error("channel_data must hold a user_id that is a non-empty string or a whole number")]
     MissingUserId,
     /// `user_id` longer than 128 characters.
     #[error("user_id is longer than 128 characters")]
@@ -52,7 +52,9 @@ impl Member {
         };
         let user_id: Arc<str> = match data.remove("user_id") {
             Some(Value::String(id)) if !id.is_empty() => id.into(),
-            Some(Value::Number(id)) => id.to_string().into(),
+            // Whole numbers only: a float's text ("1000.0") would not match the id
+            // the app's server meant.
+            Some(Value::Number(id)) if id.is_i64() || id.is_u64() => id.to_string().into(),
             _ => return Err(InvalidMember::MissingUserId),
         };
         if user_id.chars().count() > MAX_USER_ID_LEN {
@@ -155,6 +157,7 @@ mod tests {
             ("nope", InvalidMember::NotAnObject),
             ("{}", InvalidMember::MissingUserId),
             (r#"{"user_id":""}"#, InvalidMember::MissingUserId),
+            (r#"{"user_id":1e3}"#, InvalidMember::MissingUserId),
         ];
         for (text, error) in cases {
             assert_eq!(Member::from_channel_data(text, 1024), Err(error));

@@ -121,14 +121,21 @@ async fn ingest_upload(job: &JobContext) -> Result<StoredFile, HandlerError> {
         }
     });
     let report = async {
+        let mut reported = 0;
         while let Some(tenth) = reports.recv().await {
             let message = format!("stored {}%", tenth * 10);
             job.progress(tenth as f64 / 10.0, message).await;
+            reported = tenth;
         }
+        reported
     };
-    let (stored, ()) = tokio::join!(ingest, report);
+    let (stored, reported) = tokio::join!(ingest, report);
     let stored =
         stored.map_err(|error| HandlerError::Failed(format!("storing failed: {error}")))?;
+    // The last tenth may have been among those dropped; the last report says 100%.
+    if reported < 10 {
+        job.progress(1.0, "stored 100%").await;
+    }
 
     // The upload is now in the store; a repeat of this job finds it by its hash.
     let _ = tokio::fs::remove_file(&incoming).await;

@@ -125,6 +125,22 @@ impl JobRuntime {
         }
     }
 
+    /// Stops every running attempt and puts its job back in the queue, for a
+    /// shutdown whose grace period ran out: the jobs run again at the next start.
+    pub async fn hand_back(&self) {
+        let running: Vec<Uuid> = self.running.iter().map(|entry| *entry.key()).collect();
+        for id in running {
+            self.stop_attempt(id);
+        }
+        match self.store.requeue_interrupted().await {
+            Ok(0) => {}
+            Ok(handed_back) => tracing::info!(handed_back, "running jobs queued again"),
+            Err(error) => {
+                warn!(%error, "cannot queue running jobs again; they run at the next start")
+            }
+        }
+    }
+
     /// Stops the running attempt of a job, if there is one.
     pub fn stop_attempt(&self, id: Uuid) {
         if let Some((_, token)) = self.running.remove(&id) {

@@ -47,11 +47,12 @@ impl ChannelName {
         if name.is_empty() {
             return Err(InvalidChannelName::Empty);
         }
-        if name.len() > MAX_CHANNEL_NAME_LEN {
-            return Err(InvalidChannelName::TooLong(name.chars().count()));
-        }
+        // Characters first: once they are all ASCII, bytes and characters agree.
         if let Some(bad) = name.chars().find(|c| !is_channel_char(*c)) {
             return Err(InvalidChannelName::BadCharacter(bad));
+        }
+        if name.len() > MAX_CHANNEL_NAME_LEN {
+            return Err(InvalidChannelName::TooLong(name.len()));
         }
         Ok(ChannelName(name.into()))
     }
@@ -121,5 +122,10 @@ mod tests {
             Err(InvalidChannelName::BadCharacter('é'))
         );
         assert_eq!(ChannelName::parse(""), Err(InvalidChannelName::Empty));
+        let long_accented = format!("{}é", "a".repeat(199));
+        assert_eq!(
+            ChannelName::parse(&long_accented),
+            Err(InvalidChannelName::BadCharacter('é'))
+        );
     }
 }

@@ -221,14 +221,22 @@ pub fn sign_query(
     if let Some(body) = body.filter(|b| !b.is_empty()) {
         params.push(("body_md5".into(), hex::encode(Md5::digest(body.as_bytes()))));
     }
-    params.sort();
-    let joined = params
+    // Like the Pusher SDKs: keys in lower case, sorted, for the signature; the URL
+    // keeps them as given.
+    let join = |params: &[(String, String)]| {
+        params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let mut signed: Vec<(String, String)> = params
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let signature = hmac_hex(&app.secret, &format!("{method}\n{path}\n{joined}"));
-    format!("{joined}&auth_signature={signature}")
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    signed.sort();
+    let signature = hmac_hex(&app.secret, &format!("{method}\n{path}\n{}", join(&signed)));
+    format!("{}&auth_signature={signature}", join(&params))
 }
 
 /// `key:signature` for a private channel.
