@@ -35,6 +35,11 @@ async fn demo_page_in_headless_chromium() {
 }
 
 #[tokio::test]
+async fn demo_page_jobs_in_headless_chromium() {
+    run_node_script("demo_jobs.mjs").await;
+}
+
+#[tokio::test]
 async fn python_sdk_triggers_reach_a_websocket() {
     // The Python SDK refuses app ids that are not all digits, so this test serves an
     // app that has one (the list replaces the shipped one, and the demo follows it).
