@@ -165,7 +165,9 @@ impl Connection {
                 Wake::ShuttingDown => break Some(CloseCode::ReconnectNow),
                 Wake::Outgoing(Outgoing::Close(code)) => break Some(code),
                 Wake::Outgoing(Outgoing::Frame(frame)) => {
-                    match self.write(&mut socket, frame, pong_wait).await {
+                    // Boxed: the write future is the largest this loop awaits, and
+                    // unboxed it would make every idle socket's task that much bigger.
+                    match Box::pin(self.write(&mut socket, frame, pong_wait)).await {
                         Written::Done => {}
                         Written::Failed => break None,
                         Written::Interrupted(code) => break Some(code),
@@ -191,7 +193,8 @@ impl Connection {
         let code = close_code.map(CloseCode::code);
         if let Some(code) = close_code {
             // A client that stopped reading may never take the close frame either.
-            let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, close_with(&mut socket, code)).await;
+            let closing = Box::pin(close_with(&mut socket, code));
+            let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, closing).await;
             if code == CloseCode::FrameTooLarge {
                 // The refused frame's rest is still unread, and closing a socket with
                 // unread data discards what is not yet sent. Give the close frame a
