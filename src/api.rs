@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod health;
 mod jobs;
+mod subscriptions;
 
 use std::sync::Arc;
 
@@ -45,6 +46,29 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/apps/{app_id}/jobs/{id}", get(jobs::show))
         .route("/apps/{app_id}/jobs/{id}/cancel", post(jobs::cancel))
         .route("/apps/{app_id}/files/{sha256}", get(jobs::file))
+        .route(
+            "/apps/{app_id}/jobs/{id}/redeliver",
+            post(subscriptions::redeliver),
+        )
+        .route(
+            "/apps/{app_id}/subscriptions",
+            post(subscriptions::create).get(subscriptions::list),
+        )
+        .route(
+            "/apps/{app_id}/subscriptions/{id}",
+            get(subscriptions::show)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/apps/{app_id}/subscriptions/{id}/rotate-secret",
+            post(subscriptions::rotate_secret),
+        )
+        .route("/apps/{app_id}/deliveries", get(subscriptions::deliveries))
+        .route(
+            "/apps/{app_id}/deliveries/{id}/retry",
+            post(subscriptions::retry),
+        )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             auth::signed_or_token,

@@ -35,6 +35,8 @@ pub struct Config {
     pub files: FilesConfig,
     /// How jobs run.
     pub jobs: JobsConfig,
+    /// How results are delivered to callback URLs.
+    pub webhooks: WebhooksConfig,
     /// The apps served, each with its own credentials and limits.
     pub apps: Vec<AppConfig>,
 }
@@ -63,6 +65,56 @@ pub struct JobsConfig {
     /// channel.
     #[serde(with = "humantime_serde")]
     pub retain_results: Duration,
+}
+
+/// `[webhooks]`: delivery of results to callback URLs, and Pusher's webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Address ranges callbacks may reach besides global addresses (CIDRs).
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Longest wait for a receiver's TCP (and TLS) connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for a receiver's whole answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Waits before each retry; a delivery gets one attempt more than this list has
+    /// entries, then it is dead.
+    #[serde(deserialize_with = "durations")]
+    pub schedule: Vec<Duration>,
+    /// Each wait is varied by up to this fraction either way.
+    pub jitter: f64,
+    /// The longest `Retry-After` (on 429 and 503) that is honoured.
+    #[serde(with = "humantime_serde")]
+    pub retry_after_max: Duration,
+    /// A subscription whose deliveries have only failed for this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    /// After a secret rotation, deliveries are signed with the old secret too for
+    /// this long.
+    #[serde(with = "humantime_serde")]
+    pub secret_grace: Duration,
+    /// Deliveries in flight at once, in all.
+    pub max_in_flight: usize,
+    /// Deliveries in flight at once to one subscription (or one Pusher webhook URL).
+    pub max_in_flight_per_target: usize,
+    /// How long a claimed delivery is reserved for its sender; after that another
+    /// sender may take it.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// The channel each app's delivery events (a subscription failing, disabled,
+    /// recovered) are pushed on.
+    pub operations_channel: String,
+    /// Pusher webhooks: most events in one request.
+    pub batch_max: usize,
+    /// Pusher webhooks: longest wait to fill a batch.
+    #[serde(with = "humantime_serde")]
+    pub batch_window: Duration,
+    /// Pusher webhooks: `channel_vacated` and `member_removed` wait this long, and
+    /// are dropped if the channel or member is back by then.
+    #[serde(with = "humantime_serde")]
+    pub leave_delay: Duration,
 }
 
 /// The built-in handlers an event type can name.
@@ -215,6 +267,37 @@ pub struct AppConfig {
     /// The event types the app's jobs may have.
     #[serde(default)]
     pub event_types: Vec<EventTypeConfig>,
+    /// Pusher's own webhooks: URLs told about channels and members.
+    #[serde(default)]
+    pub webhooks: Vec<PusherWebhookConfig>,
+}
+
+/// One `[[apps.webhooks]]` entry: a URL and the Pusher webhook events it wants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PusherWebhookConfig {
+    /// Where the batched events are POSTed.
+    pub url: String,
+    /// The kinds of event it wants.
+    pub events: Vec<PusherEventKind>,
+}
+
+/// The kinds of Pusher webhook event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PusherEventKind {
+    /// A channel got its first subscriber.
+    ChannelOccupied,
+    /// A channel lost its last subscriber (after `leave_delay`).
+    ChannelVacated,
+    /// A user joined a presence channel.
+    MemberAdded,
+    /// A user left a presence channel (after `leave_delay`).
+    MemberRemoved,
+    /// A client sent a `client-` event.
+    ClientEvent,
+    /// A cache channel was subscribed with nothing cached.
+    CacheMiss,
 }
 
 impl AppConfig {
@@ -245,6 +328,15 @@ fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::
         Text::String(text) => text,
         Text::Number(number) => number.to_string(),
     })
+}
+
+/// A list of human-readable durations.
+fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    let list = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
+    Ok(list
+        .into_iter()
+        .map(humantime_serde::Serde::into_inner)
+        .collect())
 }
 
 fn yes() -> bool {
@@ -357,6 +449,7 @@ where
     let store = section::<StoreConfig>(take("store"), "store", &mut errors);
     let files = section::<FilesConfig>(take("files"), "files", &mut errors);
     let jobs = section::<JobsConfig>(take("jobs"), "jobs", &mut errors);
+    let webhooks = section::<WebhooksConfig>(take("webhooks"), "webhooks", &mut errors);
     let apps = apps(take("apps"), &mut errors);
     for key in table.keys() {
         errors.push(key.as_str(), "unknown section");
@@ -364,8 +457,8 @@ where
 
     // Cross-field checks run on whatever did parse, so their problems are listed too.
     validate_apps(&apps, server.as_ref(), &mut errors);
-    let (Some(server), Some(log), Some(demo), Some(store), Some(files), Some(jobs)) =
-        (server, log, demo, store, files, jobs)
+    let (Some(server), Some(log), Some(demo), Some(store), Some(files), Some(jobs), Some(webhooks)) =
+        (server, log, demo, store, files, jobs, webhooks)
     else {
         return Err(errors);
     };
@@ -376,6 +469,7 @@ where
         store,
         files,
         jobs,
+        webhooks,
         apps,
     };
     validate(&config, &mut errors);
@@ -537,6 +631,7 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
     if server.max_frame_size < 1024 {
         errors.push("server.max_frame_size", "must be at least 1024 bytes");
     }
+    validate_webhooks(&config.webhooks, errors);
     if config.demo.enabled && !config.apps.iter().any(|a| a.id == config.demo.app) {
         errors.push(
             "demo.app",
@@ -545,6 +640,30 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
                  demo.enabled = false",
                 config.demo.app
             ),
+        );
+    }
+}
+
+fn validate_webhooks(webhooks: &WebhooksConfig, errors: &mut ConfigErrors) {
+    if !(0.0..=0.5).contains(&webhooks.jitter) {
+        errors.push("webhooks.jitter", "must be between 0 and 0.5");
+    }
+    if webhooks.timeout >= webhooks.lease {
+        errors.push("webhooks.lease", "must be longer than webhooks.timeout");
+    }
+    if webhooks.max_in_flight == 0 || webhooks.max_in_flight_per_target == 0 {
+        errors.push(
+            "webhooks.max_in_flight",
+            "both in-flight limits must be at least 1",
+        );
+    }
+    if webhooks.batch_max == 0 {
+        errors.push("webhooks.batch_max", "must be at least 1");
+    }
+    if crate::protocol::ChannelName::parse(&webhooks.operations_channel).is_err() {
+        errors.push(
+            "webhooks.operations_channel",
+            "must be a valid channel name",
         );
     }
 }
@@ -600,6 +719,21 @@ fn validate_app(
     }
     if app.max_presence_members == 0 {
         errors.push(key("max_presence_members"), "must be at least 1");
+    }
+    for (j, webhook) in app.webhooks.iter().enumerate() {
+        let url = &webhook.url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            errors.push(
+                format!("apps[{i}].webhooks[{j}].url"),
+                "must be an http:// or https:// URL",
+            );
+        }
+        if webhook.events.is_empty() {
+            errors.push(
+                format!("apps[{i}].webhooks[{j}].events"),
+                "must name at least one event",
+            );
+        }
     }
     for (j, event_type) in app.event_types.iter().enumerate() {
         let at = |field: &str| format!("apps[{i}].event_types[{j}].{field}");

@@ -309,6 +309,15 @@ impl Connection {
             &relayed.into(),
             Some(&self.peer.socket_id),
         );
+        let socket_id = &self.peer.socket_id;
+        hub.webhooks().client_event(
+            &self.app.id,
+            &channel,
+            event,
+            &data,
+            socket_id,
+            user_id.as_ref(),
+        );
     }
 
     fn send_error(&self, code: ErrorCode, message: &str) {

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 pub use peer::{Frame, Outgoing, Peer};
 pub use presence::{InvalidMember, Member, Roster};
 
+use crate::delivery::pusher_webhooks::Notifier;
 use crate::protocol::{ChannelKind, ChannelName, SocketId, frame};
 
 /// Identifies a channel across apps.
@@ -72,12 +73,29 @@ pub struct Hub {
     /// Frames kept for late subscribers, such as a job's outcome. Always locked
     /// after `channels` when both are, never before.
     retained: DashMap<ChannelKey, Retained>,
+    /// Told when a channel is occupied or vacated and when a member joins or
+    /// leaves, under the channel's lock so that its events keep their order.
+    webhooks: Notifier,
 }
 
 impl Hub {
-    /// An empty hub.
+    /// An empty hub that reports nothing to webhooks.
     pub fn new() -> Self {
         Hub::default()
+    }
+
+    /// An empty hub that reports channel and member events to `webhooks`.
+    pub fn with_webhooks(webhooks: Notifier) -> Self {
+        Hub {
+            webhooks,
+            ..Hub::default()
+        }
+    }
+
+    /// Where channel events are reported, for events the hub does not see itself
+    /// (client events).
+    pub fn webhooks(&self) -> &Notifier {
+        &self.webhooks
     }
 
     /// Adds `peer` to `channel` and queues `subscription_succeeded` to it. On a
@@ -111,6 +129,7 @@ impl Hub {
             peer.send(succeeded(channel, data.as_deref()));
             return Ok(());
         }
+        let first_subscriber = state.subscribers.is_empty();
 
         let (Some(roster), Some(member)) = (state.roster.as_mut(), member) else {
             state.subscribers.insert(
@@ -120,6 +139,9 @@ impl Hub {
                     user_id: None,
                 },
             );
+            if first_subscriber {
+                self.webhooks.channel_occupied(app, channel);
+            }
             peer.send(succeeded(channel, None));
             self.replay(&key, peer);
             return Ok(());
@@ -131,6 +153,12 @@ impl Hub {
             return Err(SubscribeRefusal::PresenceFull(max_members));
         }
         let first_socket = roster.join(&member);
+        if first_subscriber {
+            self.webhooks.channel_occupied(app, channel);
+        }
+        if first_socket {
+            self.webhooks.member_added(app, channel, &member.user_id);
+        }
         peer.send(succeeded(channel, Some(&roster.succeeded_data())));
         self.replay(&key, peer);
         if first_socket {
@@ -160,7 +188,7 @@ impl Hub {
         let Some(gone) = state.subscribers.remove(socket_id) else {
             return false;
         };
-        let last_socket = match (state.roster.as_mut(), gone.user_id.as_deref()) {
+        let last_socket = match (state.roster.as_mut(), gone.user_id.as_ref()) {
             (Some(roster), Some(user_id)) => roster.leave(user_id).then_some(user_id),
             _ => None,
         };
@@ -169,8 +197,12 @@ impl Hub {
             for subscriber in state.subscribers.values() {
                 subscriber.peer.send(removed.clone());
             }
+            self.webhooks.member_removed(app, channel, user_id);
         }
         let empty = state.subscribers.is_empty();
+        if empty {
+            self.webhooks.channel_vacated(app, channel);
+        }
         drop(state);
         if empty {
             self.remove_if_empty(app, channel);

@@ -10,6 +10,7 @@
 //! - [`hub`]: channels, subscribers and presence rosters on this node.
 //! - [`connection`]: one WebSocket's task.
 //! - [`jobs`]: the event pipeline: jobs, handlers, workers, uploaded files.
+//! - [`delivery`]: results to callback URLs: subscriptions, signing, retries.
 //! - [`store`]: durable storage of jobs (SQLite).
 //! - [`api`]: the HTTP routes: Pusher's API, jobs, health, the demo page.
 //! - [`state`]: what handlers and socket tasks share.
@@ -21,6 +22,7 @@ pub mod api;
 pub mod apps;
 pub mod config;
 pub mod connection;
+pub mod delivery;
 pub mod hub;
 pub mod jobs;
 pub mod protocol;
@@ -49,9 +51,14 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let jobs = jobs::JobRuntime::open(&config).await?;
-    let shared = Arc::new(Shared::new(config, jobs));
+    let sender = delivery::Sender::new(Arc::clone(&jobs.outbox), &config.webhooks)
+        .map_err(RunError::HttpClient)?;
+    let (webhooks, batcher) = delivery::pusher_webhooks::new(&config);
+    let shared = Arc::new(Shared::new(config, jobs, sender, webhooks));
     let router = api::router(Arc::clone(&shared));
     jobs::spawn_workers(&shared).await;
+    delivery::spawn_sender(&shared).await;
+    delivery::pusher_webhooks::spawn(&shared, batcher);
     shared
         .tracker
         .spawn(forget_expired_frames(Arc::clone(&shared)));
@@ -101,6 +108,9 @@ pub enum RunError {
     /// The job store or file directory could not be opened.
     #[error(transparent)]
     Start(#[from] jobs::StartError),
+    /// The HTTP client for callbacks could not be built.
+    #[error("cannot build the HTTP client for callbacks")]
+    HttpClient(#[source] reqwest::Error),
     /// The listener failed.
     #[error("the listener failed")]
     Listener(#[from] std::io::Error),

@@ -7,6 +7,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::apps::Apps;
 use crate::config::Config;
+use crate::delivery::Sender;
+use crate::delivery::pusher_webhooks::Notifier;
 use crate::hub::Hub;
 use crate::jobs::JobRuntime;
 
@@ -21,6 +23,8 @@ pub struct Shared {
     pub hub: Hub,
     /// The job store, file storage and workers' wake-ups.
     pub jobs: JobRuntime,
+    /// Delivery of results to callback URLs.
+    pub delivery: Sender,
     /// Cancelled when the server begins to shut down; sockets then close with 4200.
     pub shutdown: CancellationToken,
     /// Every socket task, so that shutdown can wait for them to finish.
@@ -30,13 +34,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Shared state for `config`, around an opened job runtime.
-    pub fn new(config: Config, jobs: JobRuntime) -> Self {
+    /// Shared state for `config`, around an opened job runtime and sender; the hub
+    /// reports channel events to `webhooks`.
+    pub fn new(config: Config, jobs: JobRuntime, delivery: Sender, webhooks: Notifier) -> Self {
         Shared {
             apps: Apps::new(&config.apps),
             config,
-            hub: Hub::new(),
+            hub: Hub::with_webhooks(webhooks),
             jobs,
+            delivery,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),

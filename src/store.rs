@@ -1,4 +1,5 @@
-//! The store: the source of truth for jobs and their history. One trait, so that
+//! The store: the source of truth for jobs and their history, subscriptions, and
+//! the outbox of deliveries. One trait, so that
 //! the SQLite store of a single node and a PostgreSQL store for several nodes are
 //! interchangeable; SQLite is the one built so far.
 
@@ -10,6 +11,7 @@ use uuid::Uuid;
 
 pub use sqlite::SqliteStore;
 
+use crate::delivery::{Attempt, Delivery, DeliveryFilter, DeliveryKind, Subscription};
 use crate::jobs::{Job, JobFilter, JobStatus, NewJob, Progress, Step, WebhookResult};
 
 /// A store operation that failed.
@@ -100,4 +102,148 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Jobs that ended since `since` and have a channel, oldest first.
     async fn finished_since(&self, since: DateTime<Utc>) -> Result<Vec<Job>, StoreError>;
+}
+
+/// What a subscription's latest delivery changed about its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Nothing worth telling.
+    Unchanged,
+    /// It had been succeeding and now failed.
+    Failing,
+    /// It was disabled: failing for too long, or the receiver answered 410 Gone.
+    Disabled,
+    /// It had been failing and now succeeded.
+    Recovered,
+}
+
+/// What came of an attempt, for the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Delivered.
+    Succeeded,
+    /// Failed; try again then.
+    RetryAt(DateTime<Utc>),
+    /// Failed for the last time.
+    Dead,
+}
+
+/// Changes to a subscription; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionPatch {
+    /// A new callback URL.
+    pub callback_url: Option<String>,
+    /// A new description.
+    pub description: Option<String>,
+    /// Enable or disable; enabling clears the failure record.
+    pub enabled: Option<bool>,
+}
+
+/// Durable storage of subscriptions and the outbox of deliveries.
+#[async_trait]
+pub trait Outbox: Send + Sync + std::fmt::Debug {
+    /// Creates a subscription, or returns the one that exists for the same event
+    /// type and URL as `Err`.
+    async fn create_subscription(
+        &self,
+        app_id: &str,
+        event_type: &str,
+        callback_url: &str,
+        description: Option<&str>,
+        secret: &str,
+    ) -> Result<Result<Subscription, Subscription>, StoreError>;
+
+    /// One subscription of an app.
+    async fn subscription(
+        &self,
+        app_id: &str,
+        id: Uuid,
+    ) -> Result<Option<Subscription>, StoreError>;
+
+    /// An app's subscriptions, oldest first, optionally of one event type.
+    async fn subscriptions(
+        &self,
+        app_id: &str,
+        event_type: Option<&str>,
+    ) -> Result<Vec<Subscription>, StoreError>;
+
+    /// The enabled subscriptions that receive results of `event_type`.
+    async fn matching(
+        &self,
+        app_id: &str,
+        event_type: &str,
+    ) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Changes a subscription.
+    async fn update_subscription(
+        &self,
+        app_id: &str,
+        id: Uuid,
+        patch: &SubscriptionPatch,
+    ) -> Result<Option<Subscription>, StoreError>;
+
+    /// Deletes a subscription; its undelivered deliveries die with it.
+    async fn delete_subscription(&self, app_id: &str, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Replaces the secret, keeping the old one signing until `previous_until`.
+    async fn rotate_secret(
+        &self,
+        app_id: &str,
+        id: Uuid,
+        secret: &str,
+        previous_until: DateTime<Utc>,
+    ) -> Result<Option<Subscription>, StoreError>;
+
+    /// Writes a delivery to the outbox, due now.
+    async fn enqueue(
+        &self,
+        app_id: &str,
+        kind: DeliveryKind,
+        url: &str,
+        body: &str,
+        job_id: Option<Uuid>,
+        subscription_id: Option<Uuid>,
+    ) -> Result<Delivery, StoreError>;
+
+    /// Takes up to `limit` due deliveries, first attempts before retries, none to a
+    /// target in `busy`, and reserves them until `lease_until`.
+    async fn claim(
+        &self,
+        busy: &[String],
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Gives back a claimed delivery without an attempt.
+    async fn release(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Records an attempt and what comes next.
+    async fn record_attempt(
+        &self,
+        id: &str,
+        attempt: &Attempt,
+        outcome: AttemptOutcome,
+    ) -> Result<(), StoreError>;
+
+    /// Updates a subscription's health after a delivery to it.
+    async fn record_health(
+        &self,
+        subscription_id: Uuid,
+        delivered: bool,
+        gone: bool,
+        disable_after: std::time::Duration,
+    ) -> Result<(Health, Option<Subscription>), StoreError>;
+
+    /// An app's deliveries, newest first, with their attempts.
+    async fn deliveries(
+        &self,
+        app_id: &str,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<(Delivery, Vec<Attempt>)>, StoreError>;
+
+    /// Makes a failed or dead delivery due again, with a fresh schedule.
+    async fn retry_delivery(&self, app_id: &str, id: &str) -> Result<Option<Delivery>, StoreError>;
+
+    /// Forgets every lease: at start-up of a single node, nothing else holds one.
+    async fn clear_leases(&self) -> Result<(), StoreError>;
 }

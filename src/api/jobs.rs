@@ -103,7 +103,7 @@ pub(super) async fn accept(
         parse_json::<WebhookEvent>(&body)?
     };
 
-    let job = match new_job(app, event, id, key) {
+    let job = match checked_job(shared, app, event, id, key).await {
         Ok(job) => job,
         Err(error) => {
             discard_upload(shared, id).await;
@@ -113,7 +113,7 @@ pub(super) async fn accept(
     match shared.jobs.store.insert_job(&job).await? {
         Inserted::New(stored) => {
             shared.jobs.job_queued(&stored.app_id, &stored.event_type);
-            Ok(accepted(&stored))
+            Ok(accepted(shared, &stored).await?)
         }
         Inserted::Existing(first, digest) => {
             discard_upload(shared, id).await;
@@ -126,7 +126,7 @@ pub(super) async fn accept(
                     message,
                 ));
             }
-            Ok(accepted(&first))
+            Ok(accepted(shared, &first).await?)
         }
     }
 }
@@ -146,10 +146,40 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// The answer to an accepted job, the same on every retry of the request.
-fn accepted(job: &Job) -> Response {
+/// A job request checked, with the subscription its `callbackUrl` asks for made
+/// sure of: the same subscription serves every request naming that URL.
+async fn checked_job(
+    shared: &Shared,
+    app: &App,
+    event: WebhookEvent,
+    id: Uuid,
+    key: Option<String>,
+) -> Result<NewJob, ApiError> {
+    let job = new_job(app, event, id, key)?;
+    if let Some(url) = &job.callback_url {
+        let url = super::subscriptions::checked_target(shared, url).await?;
+        let secret = crate::delivery::new_secret();
+        let outbox = &shared.jobs.outbox;
+        let _ = outbox
+            .create_subscription(&job.app_id, &job.event_type, &url, None, &secret)
+            .await?;
+    }
+    Ok(job)
+}
+
+/// The answer to an accepted job, the same on every retry of the request:
+/// `callbackUrls` lists every enabled subscription that will receive the result.
+async fn accepted(shared: &Shared, job: &Job) -> Result<Response, ApiError> {
     let status_url = format!("/apps/{}/jobs/{}", job.app_id, job.id);
-    let callback_urls: Vec<&str> = job.callback_url.iter().map(String::as_str).collect();
+    let subscriptions = shared
+        .jobs
+        .outbox
+        .matching(&job.app_id, &job.event_type)
+        .await?;
+    let callback_urls: Vec<&str> = subscriptions
+        .iter()
+        .map(|s| s.callback_url.as_str())
+        .collect();
     let body = json!({
         "id": job.id,
         "eventType": job.event_type,
@@ -159,7 +189,7 @@ fn accepted(job: &Job) -> Response {
         "callbackUrls": callback_urls,
     });
     let location = [(header::LOCATION, status_url)];
-    (StatusCode::ACCEPTED, location, Json(body)).into_response()
+    Ok((StatusCode::ACCEPTED, location, Json(body)).into_response())
 }
 
 /// Applies the rules of the jobs API to a request.

@@ -30,7 +30,7 @@ use crate::config::{Config, EventTypeConfig};
 use crate::hub::{Frame, Hub};
 use crate::protocol::{ChannelName, frame};
 use crate::state::Shared;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Outbox, SqliteStore, Store, StoreError};
 
 /// How often an idle worker loop looks for retries that came due.
 const POLL: Duration = Duration::from_millis(500);
@@ -40,6 +40,8 @@ const POLL: Duration = Duration::from_millis(500);
 pub struct JobRuntime {
     /// Where jobs are kept.
     pub store: Arc<dyn Store>,
+    /// Where subscriptions and deliveries are kept (the same database).
+    pub outbox: Arc<dyn Outbox>,
     /// Where uploads are kept.
     pub files: FileStore,
     /// Shared by handlers that call out.
@@ -86,7 +88,7 @@ impl JobRuntime {
             path: path.display().to_string(),
             source,
         };
-        let store = SqliteStore::open(path).await.map_err(store_error)?;
+        let store = Arc::new(SqliteStore::open(path).await.map_err(store_error)?);
         let requeued = store.requeue_interrupted().await.map_err(store_error)?;
         if requeued > 0 {
             tracing::info!(requeued, "jobs interrupted by the last stop will run again");
@@ -109,7 +111,8 @@ impl JobRuntime {
             .map(|key| (key, Arc::new(Notify::new())))
             .collect();
         Ok(JobRuntime {
-            store: Arc::new(store),
+            outbox: Arc::clone(&store) as Arc<dyn Outbox>,
+            store,
             files,
             http: reqwest::Client::new(),
             wakers,

@@ -6,6 +6,8 @@
 //! several connections upgrading read transactions to write ones would; every
 //! statement here is short.
 
+mod outbox;
+
 use std::path::Path;
 use std::str::FromStr;
 
@@ -321,9 +323,15 @@ impl Store for SqliteStore {
         let Some(row) = row else {
             return Ok(None);
         };
+        let job = job_from_row(&row)?;
         add_step(&mut tx, &id, status.as_str(), None, Some(&result.message)).await?;
+
+        // The outbox is written in the same transaction as the result, so a result
+        // is never recorded without its deliveries, nor the other way round.
+        let body = crate::jobs::job_payload(&job, None).to_string();
+        outbox::enqueue_for_job(&mut tx, &job.app_id, &job.event_type, &id, &body).await?;
         tx.commit().await?;
-        job_from_row(&row).map(Some)
+        Ok(Some(job))
     }
 
     async fn cancel(&self, app_id: &str, id: Uuid) -> Result<Cancelled, StoreError> {

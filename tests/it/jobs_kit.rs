@@ -68,10 +68,12 @@ concurrency = 8
 
 /// A configuration with only the demo app, its token, `app_options` (lines of the
 /// `[[apps]]` block, such as limits) and `event_types` (`[[apps.event_types]]`
-/// blocks). Shutdown waits at most a second for running jobs.
+/// blocks). Shutdown waits at most a second for running jobs; callbacks may reach
+/// loopback receivers.
 pub(crate) fn jobs_config(app_options: &str, event_types: &str) -> String {
     format!(
         "[server]\nshutdown_grace = \"1s\"\n\n\
+         [webhooks]\nallow_cidrs = [\"127.0.0.0/8\"]\n\n\
          [[apps]]\nid = \"demo-app\"\nkey = \"demo-key\"\nsecret = \"demo-secret\"\n\
          api_token = \"{TOKEN}\"\n{app_options}\n{event_types}\n"
     )
