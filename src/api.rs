@@ -9,6 +9,7 @@ mod events;
 mod health;
 mod jobs;
 mod subscriptions;
+mod users;
 
 use std::sync::Arc;
 
@@ -35,6 +36,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/apps/{app_id}/channels/{channel}/users",
             get(channels::users),
+        )
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(users::terminate_connections),
         )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&shared),

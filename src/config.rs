@@ -267,6 +267,20 @@ pub struct AppConfig {
     /// The event types the app's jobs may have.
     #[serde(default)]
     pub event_types: Vec<EventTypeConfig>,
+    /// Close sockets that neither sign in nor join a private or presence channel
+    /// within this time, with 4009. Absent: sign-in is not required.
+    #[serde(default, with = "humantime_serde::option")]
+    pub user_authentication_timeout: Option<Duration>,
+    /// Client events one socket may send per second; past it they get 4301.
+    #[serde(default = "default_client_event_rate")]
+    pub client_event_rate: u32,
+    /// Send `pusher_internal:subscription_count` on non-presence channels when
+    /// their number of sockets changes.
+    #[serde(default)]
+    pub subscription_count: bool,
+    /// How long a cache channel keeps its last event.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
     /// Pusher's own webhooks: URLs told about channels and members.
     #[serde(default)]
     pub webhooks: Vec<PusherWebhookConfig>,
@@ -305,6 +319,14 @@ impl AppConfig {
     pub fn event_type(&self, name: &str) -> Option<&EventTypeConfig> {
         self.event_types.iter().find(|t| t.name == name)
     }
+}
+
+fn default_client_event_rate() -> u32 {
+    10
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 fn default_max_job_size() -> usize {

@@ -5,6 +5,7 @@
 //! small future, and every frame of a socket is handled in the order it came, so
 //! `subscribe, unsubscribe, subscribe` always ends subscribed.
 
+mod signin;
 mod subscribe;
 
 use std::collections::HashMap;
@@ -121,6 +122,13 @@ struct Connection {
     peer: Arc<Peer>,
     /// Channels this socket is subscribed to, to leave them when it goes.
     channels: HashSet<ChannelName>,
+    /// The user the socket signed in as.
+    user: Option<signin::SignedIn>,
+    /// Client events sent in the current one-second window, and when it began.
+    client_events: (u32, Instant),
+    /// Signed in, or joined a private or presence channel: what an app that requires
+    /// authorized connections waits for.
+    authorized: bool,
     /// Holds the app's connection slot for as long as the socket is open.
     _slot: ConnectionSlot,
 }
@@ -135,6 +143,9 @@ impl Connection {
             app,
             peer: Arc::new(peer),
             channels: HashSet::new(),
+            user: None,
+            authorized: false,
+            client_events: (0, Instant::now()),
             _slot: slot,
         };
         connection.run(socket).instrument(span).await;
@@ -153,13 +164,24 @@ impl Connection {
         // server pings and waits `pong_wait` more before giving up on it.
         let mut deadline = Instant::now() + activity;
         let mut pinged = false;
+        // An app may require the socket to sign in or join a private or presence
+        // channel in time; that deadline shares the one timer with activity.
+        let authorize_by = self
+            .app
+            .config
+            .user_authentication_timeout
+            .map(|t| Instant::now() + t);
         let close_code = loop {
+            let wake_at = match authorize_by {
+                Some(by) if !self.authorized => deadline.min(by),
+                _ => deadline,
+            };
             let wake = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => Wake::ShuttingDown,
                 outgoing = self.peer.next() => Wake::Outgoing(outgoing),
                 incoming = socket.recv() => Wake::Incoming(incoming),
-                () = sleep_until(deadline) => Wake::Quiet,
+                () = sleep_until(wake_at) => Wake::Quiet,
             };
             match wake {
                 Wake::ShuttingDown => break Some(CloseCode::ReconnectNow),
@@ -180,10 +202,19 @@ impl Connection {
                 }
                 Wake::Incoming(Some(Err(error))) => break read_failure(error),
                 Wake::Incoming(None) => break None,
-                Wake::Quiet if pinged => break Some(CloseCode::PongTimeout),
                 Wake::Quiet => {
+                    let now = Instant::now();
+                    if !self.authorized && authorize_by.is_some_and(|by| now >= by) {
+                        break Some(CloseCode::Unauthorized);
+                    }
+                    if now < deadline {
+                        continue;
+                    }
+                    if pinged {
+                        break Some(CloseCode::PongTimeout);
+                    }
                     pinged = true;
-                    deadline = Instant::now() + pong_wait;
+                    deadline = now + pong_wait;
                     self.peer.send(frame::ping().into());
                 }
             }
@@ -258,6 +289,7 @@ impl Connection {
             ClientFrame::Ping => self.peer.send(frame::pong().into()),
             ClientFrame::Pong => {}
             ClientFrame::Subscribe(request) => self.subscribe(request),
+            ClientFrame::Signin { auth, user_data } => self.signin(&auth, &user_data),
             ClientFrame::Unsubscribe { channel } => self.unsubscribe(&channel),
             ClientFrame::ClientEvent {
                 event,
@@ -284,6 +316,13 @@ impl Connection {
         if !self.app.config.client_events {
             let message = "client events are not enabled for this app";
             return self.send_error(ErrorCode::ClientEventRejected, message);
+        }
+        if !self.within_client_event_rate() {
+            let message = format!(
+                "more than {} client events in a second; this one was not sent",
+                self.app.config.client_event_rate
+            );
+            return self.send_error(ErrorCode::ClientEventRateLimited, &message);
         }
         let joined = ChannelName::parse(channel)
             .ok()
@@ -320,6 +359,18 @@ impl Connection {
         );
     }
 
+    /// Counts a client event against the app's per-second allowance.
+    fn within_client_event_rate(&mut self) -> bool {
+        let (sent, since) = &mut self.client_events;
+        let now = Instant::now();
+        if now.duration_since(*since) >= Duration::from_secs(1) {
+            *sent = 0;
+            *since = now;
+        }
+        *sent += 1;
+        *sent <= self.app.config.client_event_rate
+    }
+
     fn send_error(&self, code: ErrorCode, message: &str) {
         debug!(code = code.code(), message, "client error");
         self.peer
@@ -333,6 +384,7 @@ impl Connection {
                 .hub
                 .unsubscribe(&self.app.id, &channel, &self.peer.socket_id);
         }
+        self.sign_out();
     }
 }
 

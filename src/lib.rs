@@ -9,6 +9,7 @@
 //! - [`apps`]: the apps served, looked up by id or key, with their connection quota.
 //! - [`hub`]: channels, subscribers and presence rosters on this node.
 //! - [`connection`]: one WebSocket's task.
+//! - [`users`]: signed-in users, their sockets and watchlists.
 //! - [`jobs`]: the event pipeline: jobs, handlers, workers, uploaded files.
 //! - [`delivery`]: results to callback URLs: subscriptions, signing, retries.
 //! - [`store`]: durable storage of jobs (SQLite).
@@ -29,6 +30,7 @@ pub mod protocol;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod users;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;

@@ -9,7 +9,9 @@ pub mod frame;
 mod signature;
 mod socket_id;
 
-pub use channel::{ChannelKind, ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN};
+pub use channel::{
+    ChannelKind, ChannelName, InvalidChannelName, MAX_CHANNEL_NAME_LEN, USER_CHANNEL_PREFIX,
+};
 pub use codes::{CloseCode, ErrorCode};
 pub use frame::{ClientFrame, FrameError, SubscribeRequest, event};
 pub use signature::{channel_auth_matches, hex_signature_matches, hmac_sha256_hex};

@@ -11,6 +11,7 @@ use crate::delivery::Sender;
 use crate::delivery::pusher_webhooks::Notifier;
 use crate::hub::Hub;
 use crate::jobs::JobRuntime;
+use crate::users::Users;
 
 /// The server's shared state, behind one `Arc`.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Shared {
     pub apps: Apps,
     /// Channels and subscribers on this node.
     pub hub: Hub,
+    /// Signed-in users and their watchers on this node.
+    pub users: Users,
     /// The job store, file storage and workers' wake-ups.
     pub jobs: JobRuntime,
     /// Delivery of results to callback URLs.
@@ -41,6 +44,7 @@ impl Shared {
             apps: Apps::new(&config.apps),
             config,
             hub: Hub::with_webhooks(webhooks),
+            users: Users::new(),
             jobs,
             delivery,
             shutdown: CancellationToken::new(),

@@ -241,6 +241,9 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
         filter: &DeliveryFilter,
     ) -> Result<Vec<(Delivery, Vec<Attempt>)>, StoreError>;
 
+    /// One delivery of an app.
+    async fn delivery(&self, app_id: &str, id: &str) -> Result<Option<Delivery>, StoreError>;
+
     /// Makes a failed or dead delivery due again, with a fresh schedule.
     async fn retry_delivery(&self, app_id: &str, id: &str) -> Result<Option<Delivery>, StoreError>;
 

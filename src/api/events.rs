@@ -217,14 +217,25 @@ fn channels_of(
         );
         return Err(ApiError::bad_request("too_many_channels", message));
     }
-    names
+    let channels: Vec<ChannelName> = names
         .iter()
         .map(|name| {
             ChannelName::parse(name).map_err(|error| {
                 ApiError::bad_request("invalid_channel_name", format!("{at}{name:?}: {error}"))
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // Each encrypted channel has its own key, so one payload cannot serve several.
+    if channels.len() > 1 && channels.iter().any(ChannelName::is_encrypted) {
+        let message = format!(
+            "{at}channels: an event for a private-encrypted- channel must name that channel alone"
+        );
+        return Err(ApiError::bad_request(
+            "encrypted_channel_with_others",
+            message,
+        ));
+    }
+    Ok(channels)
 }
 
 fn attributes(info: &str, at: &str) -> Result<Vec<Attribute>, ApiError> {

@@ -183,10 +183,29 @@ pub(super) async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let uuid = subscription_id(&id)?;
     let asked: Patch = parse_json(&body)?;
+    let outbox = &shared.jobs.outbox;
+    let current = outbox.subscription(&app.config.id, uuid).await?;
+    let current = current.ok_or_else(|| not_found("subscription", &id))?;
     let callback_url = match asked.callback_url {
         Some(url) => Some(checked_target(&shared, &url).await?),
         None => None,
     };
+    // One subscription per event type and URL, as on creation.
+    if let Some(url) = &callback_url {
+        let same = outbox
+            .subscriptions(&app.config.id, Some(&current.event_type))
+            .await?;
+        if let Some(other) = same.iter().find(|s| s.id != uuid && &s.callback_url == url) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "subscription_exists",
+                format!(
+                    "subscription {} already sends {} results to this URL",
+                    other.id, other.event_type
+                ),
+            ));
+        }
+    }
     let patch = SubscriptionPatch {
         callback_url,
         description: asked.description,
@@ -308,15 +327,7 @@ pub(super) async fn retry(
             Ok((StatusCode::ACCEPTED, Json(delivery_view(&delivery, &[]))).into_response())
         }
         None => {
-            let filter = DeliveryFilter {
-                limit: MAX_PAGE,
-                ..DeliveryFilter::default()
-            };
-            let exists = outbox
-                .deliveries(&app.config.id, &filter)
-                .await?
-                .iter()
-                .any(|(d, _)| d.id == id);
+            let exists = outbox.delivery(&app.config.id, &id).await?.is_some();
             if exists {
                 Err(ApiError::new(
                     StatusCode::CONFLICT,

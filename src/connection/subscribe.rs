@@ -50,6 +50,9 @@ impl Connection {
         match outcome {
             Ok(channel) => {
                 debug!(%channel, "subscribed");
+                if channel.kind() != ChannelKind::Public {
+                    self.authorized = true;
+                }
                 self.channels.insert(channel);
             }
             Err(refusal) => {
@@ -87,6 +90,15 @@ impl Connection {
         channel: &ChannelName,
         request: &SubscribeRequest,
     ) -> Result<Option<Member>, Refusal> {
+        // A user's own channel is open only to sockets signed in as that user.
+        if let Some(owner) = channel.user_channel_owner() {
+            return match &self.user {
+                Some(user) if &*user.id == owner => Ok(None),
+                _ => Err(Refusal::auth(format!(
+                    "{channel} is only for sockets signed in (pusher:signin) as user {owner}"
+                ))),
+            };
+        }
         let kind = channel.kind();
         if kind == ChannelKind::Public {
             return Ok(None);

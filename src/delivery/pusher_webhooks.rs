@@ -111,13 +111,13 @@ impl Interest {
 #[derive(Debug)]
 struct HubEvent {
     app: Arc<str>,
-    event: Event,
+    event: WebhookEvent,
 }
 
 /// A webhook event, serialized as Pusher sends it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
-enum Event {
+enum WebhookEvent {
     ChannelOccupied {
         #[serde(serialize_with = "text")]
         channel: ChannelName,
@@ -171,15 +171,15 @@ fn optional_text<S: Serializer>(
     }
 }
 
-impl Event {
+impl WebhookEvent {
     fn kind(&self) -> PusherEventKind {
         match self {
-            Event::ChannelOccupied { .. } => PusherEventKind::ChannelOccupied,
-            Event::ChannelVacated { .. } => PusherEventKind::ChannelVacated,
-            Event::MemberAdded { .. } => PusherEventKind::MemberAdded,
-            Event::MemberRemoved { .. } => PusherEventKind::MemberRemoved,
-            Event::ClientEvent { .. } => PusherEventKind::ClientEvent,
-            Event::CacheMiss { .. } => PusherEventKind::CacheMiss,
+            WebhookEvent::ChannelOccupied { .. } => PusherEventKind::ChannelOccupied,
+            WebhookEvent::ChannelVacated { .. } => PusherEventKind::ChannelVacated,
+            WebhookEvent::MemberAdded { .. } => PusherEventKind::MemberAdded,
+            WebhookEvent::MemberRemoved { .. } => PusherEventKind::MemberRemoved,
+            WebhookEvent::ClientEvent { .. } => PusherEventKind::ClientEvent,
+            WebhookEvent::CacheMiss { .. } => PusherEventKind::CacheMiss,
         }
     }
 }
@@ -221,7 +221,7 @@ impl Notifier {
     pub fn channel_occupied(&self, app: &Arc<str>, channel: &ChannelName) {
         if let Some(queue) = self.wanting(app, |i| i.channels) {
             let channel = channel.clone();
-            queue.push(app, Event::ChannelOccupied { channel });
+            queue.push(app, WebhookEvent::ChannelOccupied { channel });
         }
     }
 
@@ -229,7 +229,7 @@ impl Notifier {
     pub fn channel_vacated(&self, app: &Arc<str>, channel: &ChannelName) {
         if let Some(queue) = self.wanting(app, |i| i.channels) {
             let channel = channel.clone();
-            queue.push(app, Event::ChannelVacated { channel });
+            queue.push(app, WebhookEvent::ChannelVacated { channel });
         }
     }
 
@@ -237,7 +237,7 @@ impl Notifier {
     pub fn member_added(&self, app: &Arc<str>, channel: &ChannelName, user_id: &Arc<str>) {
         if let Some(queue) = self.wanting(app, |i| i.members) {
             let (channel, user_id) = (channel.clone(), Arc::clone(user_id));
-            queue.push(app, Event::MemberAdded { channel, user_id });
+            queue.push(app, WebhookEvent::MemberAdded { channel, user_id });
         }
     }
 
@@ -245,7 +245,7 @@ impl Notifier {
     pub fn member_removed(&self, app: &Arc<str>, channel: &ChannelName, user_id: &Arc<str>) {
         if let Some(queue) = self.wanting(app, |i| i.members) {
             let (channel, user_id) = (channel.clone(), Arc::clone(user_id));
-            queue.push(app, Event::MemberRemoved { channel, user_id });
+            queue.push(app, WebhookEvent::MemberRemoved { channel, user_id });
         }
     }
 
@@ -261,7 +261,7 @@ impl Notifier {
         user_id: Option<&Arc<str>>,
     ) {
         if let Some(queue) = self.wanting(app, |i| i.client_events) {
-            let event = Event::ClientEvent {
+            let event = WebhookEvent::ClientEvent {
                 channel: channel.clone(),
                 event: event.to_owned(),
                 data: data.to_owned(),
@@ -277,7 +277,7 @@ impl Notifier {
     pub fn cache_miss(&self, app: &Arc<str>, channel: &ChannelName) {
         if let Some(queue) = self.wanting(app, |i| i.cache_misses) {
             let channel = channel.clone();
-            queue.push(app, Event::CacheMiss { channel });
+            queue.push(app, WebhookEvent::CacheMiss { channel });
         }
     }
 
@@ -291,7 +291,7 @@ impl Notifier {
 
 impl Queue {
     /// Queues an event without waiting: when the queue is full the event is dropped.
-    fn push(&self, app: &Arc<str>, event: Event) {
+    fn push(&self, app: &Arc<str>, event: WebhookEvent) {
         let app = Arc::clone(app);
         match self.sender.try_send(HubEvent { app, event }) {
             Ok(()) => {
@@ -340,7 +340,11 @@ async fn run(shared: Arc<Shared>, mut receiver: mpsc::Receiver<HubEvent>, mut pe
         let received = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            received = receiver.recv() => received,
+            received = receiver.recv() => match received {
+                Some(event) => Some(event),
+                // Cannot happen while the hub lives, and the hub outlives this task.
+                None => break,
+            },
             () = sleep_until_some(wake) => None,
         };
         let now = Instant::now();
@@ -392,12 +396,19 @@ async fn write(shared: &Shared, ready: &mut Vec<Ready>) {
             )
             .await;
         match written {
-            Ok(delivery) => {
-                debug!(app_id = %batch.app, delivery = %delivery.id, events = batch.events, "webhook batch written");
-            }
-            Err(error) => {
-                error!(%error, app_id = %batch.app, url = batch.url, events = batch.events, "cannot write a webhook batch; its events are lost");
-            }
+            Ok(delivery) => debug!(
+                app_id = %batch.app,
+                delivery = %delivery.id,
+                events = batch.events,
+                "webhook batch written"
+            ),
+            Err(error) => error!(
+                %error,
+                app_id = %batch.app,
+                url = batch.url,
+                events = batch.events,
+                "cannot write a webhook batch; its events are lost"
+            ),
         }
     }
     shared.delivery.deliveries_written();
@@ -417,7 +428,7 @@ struct Ready {
 #[derive(Serialize)]
 struct Body<'a> {
     time_ms: i64,
-    events: &'a [Event],
+    events: &'a [WebhookEvent],
 }
 
 /// One of an app's webhook URLs and the batch being gathered for it.
@@ -426,7 +437,7 @@ struct Target {
     url: String,
     /// The kinds of every `[[apps.webhooks]]` entry with this URL.
     kinds: Vec<PusherEventKind>,
-    batch: Vec<Event>,
+    batch: Vec<WebhookEvent>,
     /// When the batch must be written; set by its first event.
     due: Option<Instant>,
 }
@@ -441,7 +452,7 @@ struct Held {
     key: LeaveKey,
     /// Matches `Pending::held` while this leave still stands.
     ticket: u64,
-    event: Event,
+    event: WebhookEvent,
 }
 
 /// Held leaves and gathering batches: the batcher's state, free of I/O so that its
@@ -474,7 +485,7 @@ impl Pending {
             held: HashMap::new(),
             queue: VecDeque::new(),
             next_ticket: 0,
-            batch_max: config.webhooks.batch_max.max(1),
+            batch_max: config.webhooks.batch_max,
             batch_window: config.webhooks.batch_window,
             leave_delay: config.webhooks.leave_delay,
         }
@@ -485,7 +496,8 @@ impl Pending {
     fn accept(&mut self, hub_event: HubEvent, now: Instant, ready: &mut Vec<Ready>) {
         let HubEvent { app, event } = hub_event;
         match &event {
-            Event::ChannelVacated { channel } | Event::MemberRemoved { channel, .. }
+            WebhookEvent::ChannelVacated { channel }
+            | WebhookEvent::MemberRemoved { channel, .. }
                 if !self.leave_delay.is_zero() =>
             {
                 let key = leave_key(&app, channel, &event);
@@ -498,7 +510,8 @@ impl Pending {
                     event,
                 });
             }
-            Event::ChannelOccupied { channel } | Event::MemberAdded { channel, .. } => {
+            WebhookEvent::ChannelOccupied { channel }
+            | WebhookEvent::MemberAdded { channel, .. } => {
                 let key = leave_key(&app, channel, &event);
                 if self.held.remove(&key).is_none() {
                     self.add(&app, event, now, ready);
@@ -555,7 +568,7 @@ impl Pending {
 
     /// Adds an event to the batch of each of the app's URLs that wants its kind; a
     /// batch that becomes full is ready at once.
-    fn add(&mut self, app: &Arc<str>, event: Event, now: Instant, ready: &mut Vec<Ready>) {
+    fn add(&mut self, app: &Arc<str>, event: WebhookEvent, now: Instant, ready: &mut Vec<Ready>) {
         let Some(targets) = self.targets.get_mut(app) else {
             return;
         };
@@ -574,19 +587,17 @@ impl Pending {
 fn targets_of(app: &AppConfig) -> Vec<Target> {
     let mut targets: Vec<Target> = Vec::new();
     for hook in &app.webhooks {
-        let target = match targets.iter_mut().position(|t| t.url == hook.url) {
-            Some(i) => &mut targets[i],
-            None => {
-                targets.push(Target {
-                    url: hook.url.clone(),
-                    kinds: Vec::new(),
-                    batch: Vec::new(),
-                    due: None,
-                });
-                let last = targets.len() - 1;
-                &mut targets[last]
-            }
-        };
+        let found = targets.iter().position(|t| t.url == hook.url);
+        let i = found.unwrap_or_else(|| {
+            targets.push(Target {
+                url: hook.url.clone(),
+                kinds: Vec::new(),
+                batch: Vec::new(),
+                due: None,
+            });
+            targets.len() - 1
+        });
+        let target = &mut targets[i];
         for kind in &hook.events {
             if !target.kinds.contains(kind) {
                 target.kinds.push(*kind);
@@ -596,9 +607,9 @@ fn targets_of(app: &AppConfig) -> Vec<Target> {
     targets
 }
 
-fn leave_key(app: &Arc<str>, channel: &ChannelName, event: &Event) -> LeaveKey {
+fn leave_key(app: &Arc<str>, channel: &ChannelName, event: &WebhookEvent) -> LeaveKey {
     let user = match event {
-        Event::MemberAdded { user_id, .. } | Event::MemberRemoved { user_id, .. } => {
+        WebhookEvent::MemberAdded { user_id, .. } | WebhookEvent::MemberRemoved { user_id, .. } => {
             Some(Arc::clone(user_id))
         }
         _ => None,
@@ -634,8 +645,18 @@ mod tests {
 
     fn config(webhooks: &str) -> Config {
         let toml = format!(
-            "[demo]\nenabled = false\n[webhooks]\nbatch_max = 3\nbatch_window = \"100ms\"\n\
-             leave_delay = \"1s\"\n[[apps]]\nid = \"{APP}\"\nkey = \"k\"\nsecret = \"s\"\n{webhooks}"
+            r#"
+            [demo]
+            enabled = false
+            [webhooks]
+            batch_max = 3
+            batch_window = "100ms"
+            leave_delay = "1s"
+            [[apps]]
+            id = "{APP}"
+            key = "k"
+            secret = "s"
+            {webhooks}"#
         );
         Config::load(Some(&toml), Vec::new()).unwrap()
     }
@@ -648,7 +669,7 @@ mod tests {
         ChannelName::parse(name).unwrap()
     }
 
-    fn hub_event(event: Event) -> HubEvent {
+    fn hub_event(event: WebhookEvent) -> HubEvent {
         HubEvent {
             app: APP.into(),
             event,
@@ -656,13 +677,13 @@ mod tests {
     }
 
     fn occupied(name: &str) -> HubEvent {
-        hub_event(Event::ChannelOccupied {
+        hub_event(WebhookEvent::ChannelOccupied {
             channel: channel(name),
         })
     }
 
     fn vacated(name: &str) -> HubEvent {
-        hub_event(Event::ChannelVacated {
+        hub_event(WebhookEvent::ChannelVacated {
             channel: channel(name),
         })
     }
@@ -675,7 +696,7 @@ mod tests {
 
     #[test]
     fn events_serialize_as_pusher_sends_them() {
-        let event = Event::ClientEvent {
+        let event = WebhookEvent::ClientEvent {
             channel: channel("presence-room"),
             event: "client-typing".into(),
             data: "{\"x\":1}".into(),
@@ -688,7 +709,7 @@ mod tests {
         });
         assert_eq!(serde_json::to_value(&event).unwrap(), expected);
 
-        let anonymous = Event::ClientEvent {
+        let anonymous = WebhookEvent::ClientEvent {
             channel: channel("private-room"),
             event: "client-x".into(),
             data: String::new(),
@@ -702,7 +723,7 @@ mod tests {
                 .is_none()
         );
 
-        let miss = Event::CacheMiss {
+        let miss = WebhookEvent::CacheMiss {
             channel: channel("cache-room"),
         };
         assert_eq!(
@@ -794,9 +815,9 @@ mod tests {
         let member = |user: &str, added: bool| {
             let (channel, user_id) = (channel("presence-room"), user.into());
             hub_event(if added {
-                Event::MemberAdded { channel, user_id }
+                WebhookEvent::MemberAdded { channel, user_id }
             } else {
-                Event::MemberRemoved { channel, user_id }
+                WebhookEvent::MemberRemoved { channel, user_id }
             })
         };
         pending.accept(member("u", false), now, &mut ready);

@@ -310,7 +310,9 @@ async fn attempt(
 
     // The URL is checked again at send time: reqwest does not resolve IP literals
     // through the policy's resolver, and the allow-list may have changed since.
-    let url = match sender.policy.check_url(&delivery.url) {
+    // A subscription's deliveries follow it when its URL changes.
+    let target = subscription.map_or(delivery.url.as_str(), |s| s.callback_url.as_str());
+    let url = match sender.policy.check_url(target) {
         Ok(url) => url,
         Err(error) => return failed(format!("target refused: {error}")),
     };

@@ -6,6 +6,10 @@ use std::sync::Arc;
 /// Longest channel name accepted, prefix included (the limit of Pusher's SDKs).
 pub const MAX_CHANNEL_NAME_LEN: usize = 200;
 
+/// Prefix of the channel that carries events to one signed-in user: the only names
+/// that may hold `#`, and only here.
+pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
+
 /// A validated channel name: 1 to 200 characters from `A-Z a-z 0-9 _ - = @ , . ;`.
 ///
 /// Cheap to clone: the text is shared.
@@ -48,7 +52,8 @@ impl ChannelName {
             return Err(InvalidChannelName::Empty);
         }
         // Characters first: once they are all ASCII, bytes and characters agree.
-        if let Some(bad) = name.chars().find(|c| !is_channel_char(*c)) {
+        let checked = name.strip_prefix(USER_CHANNEL_PREFIX).unwrap_or(name);
+        if let Some(bad) = checked.chars().find(|c| !is_channel_char(*c)) {
             return Err(InvalidChannelName::BadCharacter(bad));
         }
         if name.len() > MAX_CHANNEL_NAME_LEN {
@@ -60,6 +65,30 @@ impl ChannelName {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `private-encrypted-` channels: end-to-end encrypted by clients; the server
+    /// authorizes them as private channels and relays their data untouched.
+    pub fn is_encrypted(&self) -> bool {
+        self.0.starts_with("private-encrypted-")
+    }
+
+    /// Cache channels (`cache-`, `private-cache-`, `private-encrypted-cache-`,
+    /// `presence-cache-`) keep their last event for new subscribers.
+    pub fn is_cache(&self) -> bool {
+        [
+            "cache-",
+            "private-cache-",
+            "private-encrypted-cache-",
+            "presence-cache-",
+        ]
+        .iter()
+        .any(|prefix| self.0.starts_with(prefix))
+    }
+
+    /// For `#server-to-user-{id}`, the user it belongs to.
+    pub fn user_channel_owner(&self) -> Option<&str> {
+        self.0.strip_prefix(USER_CHANNEL_PREFIX)
     }
 
     /// The kind the name's prefix selects. Prefixes match from the first character
@@ -106,6 +135,25 @@ mod tests {
     }
 
     #[test]
+    fn encrypted_cache_and_user_channels_are_recognised() {
+        let name = |text: &str| ChannelName::parse(text).unwrap();
+        assert!(name("private-encrypted-x").is_encrypted());
+        assert_eq!(name("private-encrypted-x").kind(), ChannelKind::Private);
+        for cache in [
+            "cache-a",
+            "private-cache-a",
+            "private-encrypted-cache-a",
+            "presence-cache-a",
+        ] {
+            assert!(name(cache).is_cache(), "{cache}");
+        }
+        assert!(!name("my-cache-a").is_cache());
+        assert_eq!(name("presence-cache-a").kind(), ChannelKind::Presence);
+        assert_eq!(name("#server-to-user-7").user_channel_owner(), Some("7"));
+        assert_eq!(name("user-7").user_channel_owner(), None);
+    }
+
+    #[test]
     fn names_are_checked_for_length_and_characters() {
         assert!(ChannelName::parse(&"a".repeat(200)).is_ok());
         assert_eq!(
@@ -122,6 +170,11 @@ mod tests {
             Err(InvalidChannelName::BadCharacter('é'))
         );
         assert_eq!(ChannelName::parse(""), Err(InvalidChannelName::Empty));
+        assert!(ChannelName::parse("#server-to-user-42").is_ok());
+        assert_eq!(
+            ChannelName::parse("room#1"),
+            Err(InvalidChannelName::BadCharacter('#'))
+        );
         let long_accented = format!("{}é", "a".repeat(199));
         assert_eq!(
             ChannelName::parse(&long_accented),

@@ -26,6 +26,9 @@ pub enum CloseCode {
     ReconnectNow,
     /// The client did not answer a ping in time.
     PongTimeout,
+    /// The socket was refused as a user: a bad sign-in, no sign-in in time, or its
+    /// user's connections were terminated.
+    Unauthorized,
     /// The client sent a frame larger than the server reads at all (a WebSocket
     /// code, not a Pusher one).
     FrameTooLarge,
@@ -46,6 +49,7 @@ impl CloseCode {
             CloseCode::OverCapacity => 4100,
             CloseCode::ReconnectNow => 4200,
             CloseCode::PongTimeout => 4201,
+            CloseCode::Unauthorized => 4009,
             CloseCode::FrameTooLarge => 1009,
             CloseCode::ProtocolViolation => 1002,
         }
@@ -63,6 +67,7 @@ impl CloseCode {
             CloseCode::OverCapacity => "Socket could not keep up; reconnect later",
             CloseCode::ReconnectNow => "Server is shutting down; reconnect",
             CloseCode::PongTimeout => "Pong reply not received",
+            CloseCode::Unauthorized => "Connection not authorized",
             CloseCode::FrameTooLarge => "Frame too large",
             CloseCode::ProtocolViolation => "WebSocket protocol error",
         }
@@ -78,6 +83,8 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// A `client-` event the socket may not send.
     ClientEventRejected,
+    /// Client events sent faster than the app allows.
+    ClientEventRateLimited,
 }
 
 impl ErrorCode {
@@ -87,6 +94,7 @@ impl ErrorCode {
             ErrorCode::InvalidMessage => 4300,
             ErrorCode::MessageTooLarge => 4302,
             ErrorCode::ClientEventRejected => 4303,
+            ErrorCode::ClientEventRateLimited => 4301,
         }
     }
 }

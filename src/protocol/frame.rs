@@ -32,6 +32,16 @@ pub mod event {
     pub const MEMBER_REMOVED: &str = "pusher_internal:member_removed";
     /// Prefix of events that clients relay to each other.
     pub const CLIENT_PREFIX: &str = "client-";
+    /// A client signs in as a user.
+    pub const SIGNIN: &str = "pusher:signin";
+    /// The sign-in was accepted.
+    pub const SIGNIN_SUCCESS: &str = "pusher:signin_success";
+    /// Users on the signed-in user's watchlist came online or went offline.
+    pub const WATCHLIST_EVENTS: &str = "pusher_internal:watchlist_events";
+    /// A cache channel was subscribed with nothing cached.
+    pub const CACHE_MISS: &str = "pusher:cache_miss";
+    /// The number of sockets on a channel changed.
+    pub const SUBSCRIPTION_COUNT: &str = "pusher_internal:subscription_count";
 }
 
 /// A frame a client sent, understood.
@@ -47,6 +57,13 @@ pub enum ClientFrame {
     Unsubscribe {
         /// The channel to leave, as sent (it may not be a valid name).
         channel: String,
+    },
+    /// `pusher:signin`: the socket signs in as a user.
+    Signin {
+        /// `key:signature` over `socket_id::user::user_data`.
+        auth: String,
+        /// The user, as the exact JSON text the app's server signed.
+        user_data: String,
     },
     /// A `client-` event to relay to the channel's other subscribers.
     ClientEvent {
@@ -111,6 +128,12 @@ impl ClientFrame {
             event::PING => Ok(ClientFrame::Ping),
             event::PONG => Ok(ClientFrame::Pong),
             event::SUBSCRIBE => parse_subscribe(frame.remove("data")),
+            event::SIGNIN => {
+                let mut data = data_object(frame.remove("data"), event::SIGNIN)?;
+                let auth = required_string(&mut data, "auth")?;
+                let user_data = required_string(&mut data, "user_data")?;
+                Ok(ClientFrame::Signin { auth, user_data })
+            }
             event::UNSUBSCRIBE => {
                 let mut data = data_object(frame.remove("data"), event::UNSUBSCRIBE)?;
                 let channel = required_string(&mut data, "channel")?;
@@ -259,6 +282,41 @@ pub fn member_removed(channel: &str, user_id: &str) -> String {
     )
 }
 
+/// `pusher:signin_success` with the user data as signed.
+pub fn signin_success(user_data: &str) -> String {
+    let data = json!({ "user_data": user_data });
+    write(event::SIGNIN_SUCCESS, None, &data.to_string(), None)
+}
+
+/// `pusher_internal:watchlist_events`: `online` and `offline` lists of user ids.
+pub fn watchlist_events(online: &[&str], offline: &[&str]) -> String {
+    let mut events = Vec::new();
+    if !online.is_empty() {
+        events.push(json!({"name": "online", "user_ids": online}));
+    }
+    if !offline.is_empty() {
+        events.push(json!({"name": "offline", "user_ids": offline}));
+    }
+    let data = json!({ "events": events });
+    write(event::WATCHLIST_EVENTS, None, &data.to_string(), None)
+}
+
+/// `pusher:cache_miss` on a cache channel with nothing cached.
+pub fn cache_miss(channel: &str) -> String {
+    write(event::CACHE_MISS, Some(channel), "{}", None)
+}
+
+/// `pusher_internal:subscription_count`.
+pub fn subscription_count(channel: &str, count: usize) -> String {
+    let data = json!({ "subscription_count": count });
+    write(
+        event::SUBSCRIPTION_COUNT,
+        Some(channel),
+        &data.to_string(),
+        None,
+    )
+}
+
 /// An app event on a channel. `user_id` is set only for client events relayed on
 /// presence channels.
 pub fn channel_event(channel: &str, name: &str, data: &str, user_id: Option<&str>) -> String {
@@ -309,6 +367,17 @@ mod tests {
         for (text, error) in cases {
             assert_eq!(ClientFrame::parse(text), Err(error), "{text}");
         }
+    }
+
+    #[test]
+    fn signin_carries_auth_and_the_exact_user_data() {
+        let text =
+            r#"{"event":"pusher:signin","data":{"auth":"k:s","user_data":"{\"id\":\"7\"}"}}"#;
+        let expected = ClientFrame::Signin {
+            auth: "k:s".into(),
+            user_data: r#"{"id":"7"}"#.into(),
+        };
+        assert_eq!(ClientFrame::parse(text), Ok(expected));
     }
 
     #[test]

@@ -502,6 +502,15 @@ impl Outbox for SqliteStore {
         Ok(out)
     }
 
+    async fn delivery(&self, app_id: &str, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let row = sqlx::query("SELECT * FROM deliveries WHERE app_id = ? AND id = ?")
+            .bind(app_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(delivery_from_row).transpose()
+    }
+
     async fn retry_delivery(&self, app_id: &str, id: &str) -> Result<Option<Delivery>, StoreError> {
         let row = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, \
