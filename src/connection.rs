@@ -306,7 +306,8 @@ impl Connection {
         };
         if self.channels.remove(&channel) {
             let hub = &self.shared.hub;
-            hub.unsubscribe(&self.app.id, &channel, &self.peer.socket_id);
+            let counts = self.app.config.subscription_count;
+            hub.unsubscribe(&self.app.id, &channel, &self.peer.socket_id, counts);
             debug!(%channel, "unsubscribed");
         }
     }
@@ -379,10 +380,11 @@ impl Connection {
 
     /// Leaves every channel, so that presence members are removed at once.
     fn leave_all(&mut self) {
+        let counts = self.app.config.subscription_count;
         for channel in self.channels.drain() {
             self.shared
                 .hub
-                .unsubscribe(&self.app.id, &channel, &self.peer.socket_id);
+                .unsubscribe(&self.app.id, &channel, &self.peer.socket_id, counts);
         }
         self.sign_out();
     }

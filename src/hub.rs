@@ -103,7 +103,8 @@ impl Hub {
     /// `member_added` if this is the user's first socket there.
     ///
     /// Subscribing a socket that is already subscribed changes nothing but sends
-    /// `subscription_succeeded` again.
+    /// `subscription_succeeded` again. With `counts`, the sockets of a non-presence
+    /// channel hear its new `subscription_count`.
     ///
     /// # Errors
     ///
@@ -115,6 +116,7 @@ impl Hub {
         peer: &Arc<Peer>,
         member: Option<Member>,
         max_members: usize,
+        counts: bool,
     ) -> Result<(), SubscribeRefusal> {
         let key = (Arc::clone(app), channel.clone());
         let mut entry = self.channels.entry(key.clone()).or_default();
@@ -144,6 +146,9 @@ impl Hub {
             }
             peer.send(succeeded(channel, None));
             self.replay(&key, peer);
+            if counts {
+                tell_count(channel, state);
+            }
             return Ok(());
         };
 
@@ -179,8 +184,15 @@ impl Hub {
 
     /// Removes a socket from a channel; on a presence channel the others hear
     /// `member_removed` if it was the user's last socket there. Returns whether the
-    /// socket was subscribed.
-    pub fn unsubscribe(&self, app: &Arc<str>, channel: &ChannelName, socket_id: &SocketId) -> bool {
+    /// socket was subscribed. With `counts`, the sockets left on a non-presence
+    /// channel hear its new `subscription_count`.
+    pub fn unsubscribe(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        socket_id: &SocketId,
+        counts: bool,
+    ) -> bool {
         let key = (Arc::clone(app), channel.clone());
         let Some(mut state) = self.channels.get_mut(&key) else {
             return false;
@@ -202,6 +214,8 @@ impl Hub {
         let empty = state.subscribers.is_empty();
         if empty {
             self.webhooks.channel_vacated(app, channel);
+        } else if counts && state.roster.is_none() {
+            tell_count(channel, &state);
         }
         drop(state);
         if empty {
@@ -242,6 +256,7 @@ impl Hub {
         app: &Arc<str>,
         channel: &ChannelName,
         frame: &Frame,
+        except: Option<&SocketId>,
         keep: Duration,
     ) {
         let key = (Arc::clone(app), channel.clone());
@@ -251,8 +266,10 @@ impl Hub {
             until: Instant::now() + keep,
         };
         self.retained.insert(key, retained);
-        for subscriber in state.subscribers.values() {
-            subscriber.peer.send(frame.clone());
+        for (socket_id, subscriber) in &state.subscribers {
+            if Some(socket_id) != except {
+                subscriber.peer.send(frame.clone());
+            }
         }
         let empty = state.subscribers.is_empty();
         drop(state);
@@ -267,13 +284,32 @@ impl Hub {
         self.retained.retain(|_, retained| retained.until > now);
     }
 
-    /// Sends a new subscriber the channel's retained frame, if it has one.
+    /// Sends a new subscriber the channel's retained frame, if it has one; on a
+    /// cache channel with nothing kept, `pusher:cache_miss` (and the webhook).
     fn replay(&self, key: &ChannelKey, peer: &Peer) {
-        if let Some(retained) = self.retained.get(key) {
-            if retained.until > Instant::now() {
-                peer.send(retained.frame.clone());
+        let kept = self
+            .retained
+            .get(key)
+            .filter(|retained| retained.until > Instant::now())
+            .map(|retained| retained.frame.clone());
+        match kept {
+            Some(frame) => peer.send(frame),
+            None if key.1.is_cache() => {
+                peer.send(Frame::from(frame::cache_miss(key.1.as_str())));
+                self.webhooks.cache_miss(&key.0, &key.1);
             }
+            None => {}
         }
+    }
+
+    /// A cache channel's kept event: its `data` and the time it has left.
+    pub fn cached(&self, app: &Arc<str>, channel: &ChannelName) -> Option<(String, Duration)> {
+        let key = (Arc::clone(app), channel.clone());
+        let retained = self.retained.get(&key)?;
+        let left = retained.until.checked_duration_since(Instant::now())?;
+        let event: serde_json::Value = serde_json::from_str(retained.frame.as_str()).ok()?;
+        let data = event.get("data")?.as_str()?.to_owned();
+        Some((data, left))
     }
 
     /// The counts of one channel; zero when nobody is subscribed.
@@ -328,6 +364,17 @@ impl Hub {
     }
 }
 
+/// Queues a channel's `subscription_count` to its sockets.
+fn tell_count(channel: &ChannelName, state: &Channel) {
+    let count = Frame::from(frame::subscription_count(
+        channel.as_str(),
+        state.subscribers.len(),
+    ));
+    for subscriber in state.subscribers.values() {
+        subscriber.peer.send(count.clone());
+    }
+}
+
 fn stats_of(state: &Channel) -> ChannelStats {
     ChannelStats {
         subscription_count: state.subscribers.len(),
@@ -372,17 +419,17 @@ mod tests {
         let tab1 = peer("2.1");
         let tab2 = peer("2.2");
 
-        hub.subscribe(&app, &channel, &watcher, member("w"), 100)
+        hub.subscribe(&app, &channel, &watcher, member("w"), 100, false)
             .unwrap();
-        hub.subscribe(&app, &channel, &tab1, member("u"), 100)
+        hub.subscribe(&app, &channel, &tab1, member("u"), 100, false)
             .unwrap();
-        hub.subscribe(&app, &channel, &tab2, member("u"), 100)
+        hub.subscribe(&app, &channel, &tab2, member("u"), 100, false)
             .unwrap();
         assert_eq!(hub.stats(&app, &channel).user_count, 2);
         assert_eq!(hub.stats(&app, &channel).subscription_count, 3);
 
-        hub.unsubscribe(&app, &channel, &tab1.socket_id);
-        hub.unsubscribe(&app, &channel, &tab2.socket_id);
+        hub.unsubscribe(&app, &channel, &tab1.socket_id, false);
+        hub.unsubscribe(&app, &channel, &tab2.socket_id, false);
         assert_eq!(
             names(&watcher),
             [
@@ -401,12 +448,12 @@ mod tests {
         let first = peer("1.1");
         let second_tab = peer("1.2");
         let other = peer("1.3");
-        hub.subscribe(&app, &channel, &first, member("u"), 1)
+        hub.subscribe(&app, &channel, &first, member("u"), 1, false)
             .unwrap();
-        hub.subscribe(&app, &channel, &second_tab, member("u"), 1)
+        hub.subscribe(&app, &channel, &second_tab, member("u"), 1, false)
             .unwrap();
         assert_eq!(
-            hub.subscribe(&app, &channel, &other, member("v"), 1),
+            hub.subscribe(&app, &channel, &other, member("v"), 1, false),
             Err(SubscribeRefusal::PresenceFull(1))
         );
     }
@@ -417,9 +464,9 @@ mod tests {
         let app: Arc<str> = "a".into();
         let channel = ChannelName::parse("room").unwrap();
         let p = peer("1.1");
-        hub.subscribe(&app, &channel, &p, None, 100).unwrap();
+        hub.subscribe(&app, &channel, &p, None, 100, false).unwrap();
         assert_eq!(hub.occupied("a", "").len(), 1);
-        assert!(hub.unsubscribe(&app, &channel, &p.socket_id));
+        assert!(hub.unsubscribe(&app, &channel, &p.socket_id, false));
         assert!(hub.occupied("a", "").is_empty());
     }
 }

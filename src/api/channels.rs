@@ -47,7 +47,7 @@ pub(super) async fn list(
     Ok(Json(json!({ "channels": channels })))
 }
 
-/// `GET /apps/{app_id}/channels/{name}?info=user_count,subscription_count`.
+/// `GET /apps/{app_id}/channels/{name}?info=user_count,subscription_count,cache`.
 pub(super) async fn show(
     State(shared): State<Arc<Shared>>,
     Extension(app): Extension<Arc<App>>,
@@ -69,6 +69,16 @@ pub(super) async fn show(
             }
             "subscription_count" => {
                 answer.insert("subscription_count".into(), stats.subscription_count.into());
+            }
+            "cache" if channel.is_cache() => {
+                if let Some((data, left)) = shared.hub.cached(&app.id, &channel) {
+                    let cache = json!({"data": data, "ttl": left.as_secs()});
+                    answer.insert("cache".into(), cache);
+                }
+            }
+            "cache" => {
+                let message = "cache is only available on cache channels";
+                return Err(ApiError::bad_request("invalid_info", message));
             }
             other => return Err(unknown_attribute(other)),
         }

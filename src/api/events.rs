@@ -260,9 +260,16 @@ pub(super) fn publish(shared: &Shared, app: &App, event: &Event) {
     for channel in &event.channels {
         let text = frame::channel_event(channel.as_str(), &event.name, &event.data, None);
         let frame = Frame::from(text);
-        shared
-            .hub
-            .publish(&app.id, channel, &frame, event.except.as_ref());
+        let except = event.except.as_ref();
+        if channel.is_cache() {
+            // A cache channel keeps its last event for those who subscribe later.
+            let keep = app.config.cache_ttl;
+            shared
+                .hub
+                .publish_retained(&app.id, channel, &frame, except, keep);
+        } else {
+            shared.hub.publish(&app.id, channel, &frame, except);
+        }
     }
 }
 

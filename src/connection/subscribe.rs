@@ -75,12 +75,20 @@ impl Connection {
     fn join(&self, channel: &ChannelName, member: Option<Member>) -> Result<(), Refusal> {
         let max_members = self.app.config.max_presence_members;
         let hub = &self.shared.hub;
-        hub.subscribe(&self.app.id, channel, &self.peer, member, max_members)
-            .map_err(|SubscribeRefusal::PresenceFull(limit)| Refusal {
-                kind: "LimitReached",
-                error: format!("presence channel already has {limit} members"),
-                status: 403,
-            })
+        let counts = self.app.config.subscription_count;
+        hub.subscribe(
+            &self.app.id,
+            channel,
+            &self.peer,
+            member,
+            max_members,
+            counts,
+        )
+        .map_err(|SubscribeRefusal::PresenceFull(limit)| Refusal {
+            kind: "LimitReached",
+            error: format!("presence channel already has {limit} members"),
+            status: 403,
+        })
     }
 
     /// Checks the signature a private or presence channel needs; on a presence

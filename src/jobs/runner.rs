@@ -381,7 +381,7 @@ pub(crate) fn retain_outcome(hub: &Hub, job: &Job, keep: Duration) {
         JobStatus::Queued | JobStatus::Started => return,
     };
     if let Some((channel, frame)) = job_frame(job, event, None) {
-        hub.publish_retained(&job.app_id.as_str().into(), &channel, &frame, keep);
+        hub.publish_retained(&job.app_id.as_str().into(), &channel, &frame, None, keep);
     }
 }
 
