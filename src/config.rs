@@ -479,8 +479,10 @@ where
 
     // Cross-field checks run on whatever did parse, so their problems are listed too.
     validate_apps(&apps, server.as_ref(), &mut errors);
-    let (Some(server), Some(log), Some(demo), Some(store), Some(files), Some(jobs), Some(webhooks)) =
-        (server, log, demo, store, files, jobs, webhooks)
+    let (Some(server), Some(log), Some(demo)) = (server, log, demo) else {
+        return Err(errors);
+    };
+    let (Some(store), Some(files), Some(jobs), Some(webhooks)) = (store, files, jobs, webhooks)
     else {
         return Err(errors);
     };

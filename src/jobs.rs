@@ -65,7 +65,8 @@ fn placeholder(
         _ => {
             let Some(field) = name.strip_prefix("metadata.") else {
                 return Err(format!(
-                    "unknown placeholder {{{name}}}; use {{jobId}}, {{eventType}} or {{metadata.FIELD}}"
+                    "unknown placeholder {{{name}}}; use {{jobId}}, {{eventType}} or \
+                     {{metadata.FIELD}}"
                 ));
             };
             match metadata.get(field) {

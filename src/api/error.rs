@@ -46,7 +46,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        debug!(status = self.status.as_u16(), code = self.code, message = %self.message, "request refused");
+        let status = self.status.as_u16();
+        debug!(status, code = self.code, message = %self.message, "request refused");
         let body = json!({"code": self.code, "message": self.message});
         (self.status, Json(body)).into_response()
     }

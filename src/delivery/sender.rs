@@ -251,7 +251,8 @@ async fn send(shared: &Shared, delivery: &Delivery) -> Result<(), StoreError> {
             None => AttemptOutcome::Dead,
         }
     };
-    debug!(status = ?sent.attempt.status_code, error = ?sent.attempt.error, ?outcome, "attempt made");
+    let (status, error) = (sent.attempt.status_code, &sent.attempt.error);
+    debug!(?status, ?error, ?outcome, "attempt made");
     if outcome == AttemptOutcome::Dead && !sent.delivered {
         warn!(url = %delivery.url, error = ?sent.attempt.error, "delivery gave up");
     }

@@ -47,7 +47,8 @@ mod tests {
 
     #[test]
     fn pusher_published_request_signature_verifies() {
-        let to_sign = "POST\n/apps/3/events\nauth_key=278d425bdf160c739803&auth_timestamp=1353088179\
+        let to_sign = "POST\n/apps/3/events\n\
+                       auth_key=278d425bdf160c739803&auth_timestamp=1353088179\
                        &auth_version=1.0&body_md5=ec365a775a4cd0599faeb73354201b6f";
         let expected = "da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c";
         assert_eq!(hmac_sha256_hex("7ad3773142a6692b25b8", to_sign), expected);
