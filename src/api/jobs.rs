@@ -158,11 +158,15 @@ async fn checked_job(
     let job = new_job(app, event, id, key)?;
     if let Some(url) = &job.callback_url {
         let url = super::subscriptions::checked_target(shared, url).await?;
-        let secret = crate::delivery::new_secret();
         let outbox = &shared.jobs.outbox;
-        let _ = outbox
-            .create_subscription(&job.app_id, &job.event_type, &url, None, &secret)
-            .await?;
+        // A `*` subscription to the URL already receives this type's results.
+        let matching = outbox.matching(&job.app_id, &job.event_type).await?;
+        if !matching.iter().any(|s| s.callback_url == url) {
+            let secret = crate::delivery::new_secret();
+            let _ = outbox
+                .create_subscription(&job.app_id, &job.event_type, &url, None, &secret)
+                .await?;
+        }
     }
     Ok(job)
 }
@@ -176,10 +180,12 @@ async fn accepted(shared: &Shared, job: &Job) -> Result<Response, ApiError> {
         .outbox
         .matching(&job.app_id, &job.event_type)
         .await?;
-    let callback_urls: Vec<&str> = subscriptions
-        .iter()
-        .map(|s| s.callback_url.as_str())
-        .collect();
+    let mut callback_urls: Vec<&str> = Vec::new();
+    for subscription in &subscriptions {
+        if !callback_urls.contains(&subscription.callback_url.as_str()) {
+            callback_urls.push(&subscription.callback_url);
+        }
+    }
     let body = json!({
         "id": job.id,
         "eventType": job.event_type,

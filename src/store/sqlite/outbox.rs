@@ -264,6 +264,17 @@ impl Outbox for SqliteStore {
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await?;
+        // Undelivered deliveries follow the subscription to its new URL.
+        if let (Some(url), Some(_)) = (&patch.callback_url, &row) {
+            sqlx::query(
+                "UPDATE deliveries SET url = ? WHERE subscription_id = ? \
+                 AND status IN ('pending', 'failed')",
+            )
+            .bind(url)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        }
         row.as_ref().map(subscription_from_row).transpose()
     }
 
