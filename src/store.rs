@@ -69,8 +69,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A job's recorded steps, oldest first.
     async fn steps(&self, id: Uuid) -> Result<Vec<Step>, StoreError>;
 
-    /// Takes the oldest due queued job of an event type and marks it started.
-    async fn claim(&self, app_id: &str, event_type: &str) -> Result<Option<Job>, StoreError>;
+    /// Takes the oldest due queued job of an event type and marks it started,
+    /// reserved for `lease` (an attempt's timeout and some margin). A store shared by
+    /// several nodes also takes started jobs whose lease ran out: their node died.
+    async fn claim(
+        &self,
+        app_id: &str,
+        event_type: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<Job>, StoreError>;
 
     /// Records a progress report of a running job.
     async fn record_progress(&self, id: Uuid, progress: &Progress) -> Result<(), StoreError>;

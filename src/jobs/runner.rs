@@ -32,6 +32,9 @@ use crate::protocol::{ChannelName, frame};
 use crate::state::Shared;
 use crate::store::{Outbox, SqliteStore, Store, StoreError};
 
+/// How much longer than its attempt's timeout a claimed job stays reserved.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
 /// How often an idle worker loop looks for retries that came due.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -210,7 +213,11 @@ async fn work(shared: Arc<Shared>, app: Arc<App>, event_type: EventTypeConfig, w
         match shared
             .jobs
             .store
-            .claim(&app.config.id, &event_type.name)
+            .claim(
+                &app.config.id,
+                &event_type.name,
+                event_type.timeout + LEASE_MARGIN,
+            )
             .await
         {
             Ok(Some(job)) => {

@@ -228,7 +228,14 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn claim(&self, app_id: &str, event_type: &str) -> Result<Option<Job>, StoreError> {
+    // A single node's SQLite store needs no lease: at start-up it puts back every
+    // job left running (`requeue_interrupted`), since no other process holds one.
+    async fn claim(
+        &self,
+        app_id: &str,
+        event_type: &str,
+        _lease: std::time::Duration,
+    ) -> Result<Option<Job>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let now = now_millis();
         let row = sqlx::query(
