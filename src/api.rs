@@ -96,6 +96,21 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Default and largest page of the API's lists.
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
+
+/// A list's `limit`: 50 when absent, 1 to 200 when given.
+fn page_limit(asked: Option<u32>) -> Result<u32, ApiError> {
+    match asked.unwrap_or(DEFAULT_PAGE) {
+        limit @ 1..=MAX_PAGE => Ok(limit),
+        _ => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        )),
+    }
+}
+
 /// Gives every refusal the API's `{"code", "message"}` form, including those made
 /// by the framework before a handler runs (no such route, wrong method, a path that
 /// does not decode), which come as plain text or empty.

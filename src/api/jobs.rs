@@ -30,9 +30,6 @@ use crate::store::{Cancelled, Inserted, StoreError};
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-/// Default and largest page of `GET /jobs`.
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 200;
 
 /// The body of `POST /jobs`: the seed design's `WebhookEvent`.
 #[derive(Debug, Deserialize)]
@@ -548,10 +545,7 @@ fn filter_of(query: ListQuery) -> Result<JobFilter, ApiError> {
         .cursor
         .map(|c| cursor(&c).ok_or_else(|| bad("cursor is not one this API gave out".into())))
         .transpose()?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(bad(format!("limit must be 1 to {MAX_PAGE}")));
-    }
+    let limit = super::page_limit(query.limit)?;
     Ok(JobFilter {
         event_type: query.event_type,
         status,

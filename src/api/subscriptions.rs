@@ -23,10 +23,6 @@ use crate::jobs::job_payload;
 use crate::state::Shared;
 use crate::store::SubscriptionPatch;
 
-/// Default and largest page of `GET /deliveries`.
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 200;
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewSubscription {
@@ -294,10 +290,7 @@ pub(super) async fn deliveries(
             })
         })
         .transpose()?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(bad(format!("limit must be 1 to {MAX_PAGE}")));
-    }
+    let limit = super::page_limit(query.limit)?;
     let filter = DeliveryFilter {
         job_id: uuid("jobId", query.job_id)?,
         subscription_id: uuid("subscriptionId", query.subscription_id)?,
