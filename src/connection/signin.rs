@@ -7,7 +7,7 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::Connection;
-use crate::protocol::{CloseCode, channel_auth_matches, frame};
+use crate::protocol::{ChannelName, CloseCode, USER_CHANNEL_PREFIX, channel_auth_matches, frame};
 
 /// Most users one watchlist may name.
 const MAX_WATCHLIST: usize = 100;
@@ -33,6 +33,16 @@ impl Connection {
                 return;
             }
         };
+        // Signing in again as the same user changes nothing; as another user, the
+        // socket first stops being the old one's, its channel included.
+        if self
+            .user
+            .as_ref()
+            .is_some_and(|current| current.id == user.id)
+        {
+            self.peer.send(frame::signin_success(user_data).into());
+            return;
+        }
         self.sign_out();
         let users = &self.shared.users;
         let online = users.sign_in(&self.app.id, &user.id, &self.peer, &user.watchlist);
@@ -76,16 +86,23 @@ impl Connection {
         Ok(SignedIn { id, watchlist })
     }
 
-    /// Forgets the socket's user, if it signed in.
+    /// Forgets the socket's user, if it signed in, and leaves that user's channel.
     pub(super) fn sign_out(&mut self) {
-        if let Some(user) = self.user.take() {
-            let users = &self.shared.users;
-            users.sign_out(
-                &self.app.id,
-                &user.id,
-                &self.peer.socket_id,
-                &user.watchlist,
-            );
+        let Some(user) = self.user.take() else {
+            return;
+        };
+        let users = &self.shared.users;
+        users.sign_out(
+            &self.app.id,
+            &user.id,
+            &self.peer.socket_id,
+            &user.watchlist,
+        );
+        let own = ChannelName::parse(&format!("{USER_CHANNEL_PREFIX}{}", user.id)).ok();
+        if let Some(own) = own.filter(|channel| self.channels.remove(channel)) {
+            let counts = self.app.config.subscription_count;
+            let hub = &self.shared.hub;
+            hub.unsubscribe(&self.app.id, &own, &self.peer.socket_id, counts);
         }
     }
 }

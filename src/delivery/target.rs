@@ -153,12 +153,15 @@ impl TargetPolicy {
     /// - **Build it with `.redirect(reqwest::redirect::Policy::none())`,** so a
     ///   receiver cannot send the request on to an unchecked URL.
     ///
-    /// ```ignore
+    /// ```
+    /// # use herald::delivery::target::TargetPolicy;
+    /// let policy = TargetPolicy::new(Vec::new());
     /// let client = reqwest::Client::builder()
     ///     .dns_resolver(policy.resolver())
     ///     .redirect(reqwest::redirect::Policy::none())
     ///     .no_proxy()
     ///     .build()?;
+    /// # Ok::<(), reqwest::Error>(())
     /// ```
     ///
     /// It returns the concrete `Arc<PolicyResolver>` rather than an

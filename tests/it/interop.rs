@@ -1,6 +1,6 @@
 //! Herald against the real client and server libraries of the Pusher ecosystem:
-//! pusher-js, Laravel Echo and the `pusher` Node SDK, the demo page in headless
-//! Chromium, and the Python `pusher` SDK.
+//! pusher-js, Laravel Echo and the `pusher` Node SDK (its webhook check included),
+//! the demo page in headless Chromium, and the Python `pusher` SDK.
 //!
 //! The Node scripts live in `tests/interop/` and do their own checking; these tests
 //! start the server, run a script against it and require a clean exit. The libraries
@@ -14,7 +14,10 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::process::Command;
 
-use crate::support::{TestServer, data_of, recv_named, subscribe};
+use crate::jobs_kit::{BUILTIN_TYPES, TOKEN, jobs_config};
+use crate::kit::{join_presence, member};
+use crate::pusher_webhooks::{FAST, Receiver, config};
+use crate::support::{TestServer, data_of, recv_named, scratch_dir, send_json, subscribe};
 
 /// Longer than any script's own deadline, so that the script reports first.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -84,6 +87,114 @@ async fn python_sdk_triggers_reach_a_websocket() {
         assert_eq!(frame["channel"], "python-channel");
         assert_eq!(data_of(&frame), data, "data of {event}");
     }
+}
+
+#[tokio::test]
+async fn node_sdk_verifies_pusher_webhooks() {
+    require(
+        &interop_dir().join("node_modules/pusher/package.json"),
+        "the npm packages in tests/interop",
+    );
+    let receiver = Receiver::ok().await;
+    let kinds: &[&str] = &[
+        "channel_occupied",
+        "channel_vacated",
+        "member_added",
+        "member_removed",
+        "client_event",
+    ];
+    let server = TestServer::start_with(&config(&[(receiver.url("/hooks"), kinds)], FAST)).await;
+
+    // One of each event: join, speak, leave.
+    let room = "presence-sdk";
+    let (mut ws, socket_id) = server.connect().await;
+    let ada = member("ada", json!({"name": "Ada"}));
+    join_presence(&mut ws, &server.app, &socket_id, room, &ada).await;
+    let typing = json!({"event": "client-typing", "channel": room, "data": {"typing": true}});
+    send_json(&mut ws, typing).await;
+    let leave = json!({"event": "pusher:unsubscribe", "data": {"channel": room}});
+    send_json(&mut ws, leave).await;
+    let expected = [
+        json!({"name": "channel_occupied", "channel": room}),
+        json!({"name": "member_added", "channel": room, "user_id": "ada"}),
+        json!({
+            "name": "client_event", "channel": room, "event": "client-typing",
+            "data": "{\"typing\":true}", "socket_id": socket_id, "user_id": "ada"
+        }),
+        json!({"name": "member_removed", "channel": room, "user_id": "ada"}),
+        json!({"name": "channel_vacated", "channel": room}),
+    ];
+    receiver.wait_for("/hooks", &expected).await;
+
+    // The script gets the requests exactly as they arrived.
+    let requests: Vec<_> = receiver
+        .requests()
+        .into_iter()
+        .map(|r| json!({"headers": r.headers, "body": r.body}))
+        .collect();
+    let dir = scratch_dir();
+    let captured = dir.join("webhooks.json");
+    let file = json!({"requests": requests, "expected": expected});
+    std::fs::write(&captured, file.to_string()).unwrap();
+
+    let mut command = Command::new("node");
+    command
+        .arg(interop_dir().join("pusher_webhooks.mjs"))
+        .env("INTEROP_WEBHOOKS", &captured);
+    let output = run(command, &server).await;
+    let _ = std::fs::remove_dir_all(dir);
+    assert_success("pusher_webhooks.mjs", &output);
+}
+
+#[tokio::test]
+async fn standard_webhooks_library_verifies_callbacks() {
+    // Callbacks go to the script's receiver on loopback, which the shipped
+    // configuration refuses; `jobs_config` opens 127.0.0.0/8 and sets the app's token.
+    require(
+        &interop_dir().join("node_modules/standardwebhooks/package.json"),
+        "the npm packages in tests/interop",
+    );
+    let server = TestServer::start_with(&jobs_config("", BUILTIN_TYPES)).await;
+    let mut command = Command::new("node");
+    command
+        .arg(interop_dir().join("standard_webhooks.mjs"))
+        .env("INTEROP_TOKEN", TOKEN);
+    let output = run(command, &server).await;
+    assert_success("standard_webhooks.mjs", &output);
+}
+
+#[tokio::test]
+async fn pusher_js_encrypted_channels() {
+    run_node_script("encrypted.mjs").await;
+}
+
+#[tokio::test]
+async fn pusher_js_user_signin_send_to_user_watchlist_and_terminate() {
+    run_node_script("users.mjs").await;
+}
+
+#[tokio::test]
+async fn pusher_js_cache_channels() {
+    run_node_script("cache.mjs").await;
+}
+
+#[tokio::test]
+async fn laravel_echo_whispers_on_a_private_channel() {
+    run_node_script("whisper.mjs").await;
+}
+
+#[tokio::test]
+async fn pusher_js_subscription_count() {
+    require(
+        &interop_dir().join("node_modules/pusher-js/package.json"),
+        "the npm packages in tests/interop",
+    );
+    let server =
+        TestServer::start_with(&crate::kit::demo_app_with("subscription_count = true")).await;
+    let mut command = Command::new("node");
+    command.arg(interop_dir().join("subscription_count.mjs"));
+    let output = run(command, &server).await;
+    assert_success("subscription_count.mjs", &output);
 }
 
 /// Runs `tests/interop/{script}` with Node against a fresh server and requires it to

@@ -8,6 +8,9 @@
 mod channels;
 mod cli;
 mod connection;
+mod delivery;
+mod delivery_kit;
+mod extras_kit;
 mod http_api;
 mod interop;
 mod jobs;
@@ -16,5 +19,7 @@ mod jobs_kit;
 mod jobs_pipeline;
 mod kit;
 mod presence;
+mod pusher_extras;
+mod pusher_webhooks;
 mod slow_clients;
 mod support;
