@@ -37,16 +37,50 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// How results are delivered to callback URLs.
     pub webhooks: WebhooksConfig,
+    /// Several nodes sharing channel traffic through Redis.
+    pub cluster: ClusterConfig,
     /// The apps served, each with its own credentials and limits.
     pub apps: Vec<AppConfig>,
 }
 
-/// `[store]`: the database of jobs.
+/// `[store]`: the database of jobs, subscriptions and deliveries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The SQLite database file, created with its directory on first run.
+    /// The SQLite database file, created with its directory on first run; unused
+    /// when `url` is set.
     pub path: PathBuf,
+    /// A PostgreSQL database (`postgres://…`) shared by several nodes, used instead
+    /// of the SQLite file.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The PostgreSQL schema that holds Herald's tables, created if missing, so that
+    /// several deployments can share one database.
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+impl StoreConfig {
+    /// Where the store is, for messages: the SQLite file, or the PostgreSQL URL
+    /// without its password, and the schema.
+    pub fn location(&self) -> String {
+        let Some(url) = &self.url else {
+            return self.path.display().to_string();
+        };
+        let shown = match reqwest::Url::parse(url) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                // Only a URL that cannot have a password fails to lose it.
+                let _ = parsed.set_password(None);
+                parsed.to_string()
+            }
+            Ok(_) => url.clone(),
+            Err(_) => "an invalid PostgreSQL URL".to_owned(),
+        };
+        match &self.schema {
+            Some(schema) => format!("{shown} (schema {schema})"),
+            None => shown,
+        }
+    }
 }
 
 /// `[files]`: content-addressed storage for uploads.
@@ -65,6 +99,19 @@ pub struct JobsConfig {
     /// channel.
     #[serde(with = "humantime_serde")]
     pub retain_results: Duration,
+}
+
+/// `[cluster]`: several Herald nodes behind one load balancer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Share channel events with the other nodes through Redis.
+    pub enabled: bool,
+    /// The Redis server the nodes share.
+    pub redis_url: String,
+    /// Put before every Redis key and channel, so that several deployments can
+    /// share one Redis.
+    pub prefix: String,
 }
 
 /// `[webhooks]`: delivery of results to callback URLs, and Pusher's webhooks.
@@ -472,6 +519,7 @@ where
     let files = section::<FilesConfig>(take("files"), "files", &mut errors);
     let jobs = section::<JobsConfig>(take("jobs"), "jobs", &mut errors);
     let webhooks = section::<WebhooksConfig>(take("webhooks"), "webhooks", &mut errors);
+    let cluster = section::<ClusterConfig>(take("cluster"), "cluster", &mut errors);
     let apps = apps(take("apps"), &mut errors);
     for key in table.keys() {
         errors.push(key.as_str(), "unknown section");
@@ -482,7 +530,8 @@ where
     let (Some(server), Some(log), Some(demo)) = (server, log, demo) else {
         return Err(errors);
     };
-    let (Some(store), Some(files), Some(jobs), Some(webhooks)) = (store, files, jobs, webhooks)
+    let (Some(store), Some(files), Some(jobs), Some(webhooks), Some(cluster)) =
+        (store, files, jobs, webhooks, cluster)
     else {
         return Err(errors);
     };
@@ -494,6 +543,7 @@ where
         files,
         jobs,
         webhooks,
+        cluster,
         apps,
     };
     validate(&config, &mut errors);
@@ -656,6 +706,17 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
         errors.push("server.max_frame_size", "must be at least 1024 bytes");
     }
     validate_webhooks(&config.webhooks, errors);
+    if config.cluster.enabled && config.store.url.is_none() {
+        errors.push(
+            "cluster.enabled",
+            "several nodes need a shared PostgreSQL store: set store.url (the SQLite file \
+             serves one node only)",
+        );
+    }
+    if config.cluster.enabled && !config.cluster.redis_url.starts_with("redis://") {
+        errors.push("cluster.redis_url", "must be a redis:// URL");
+    }
+    validate_store(&config.store, errors);
     if config.demo.enabled && !config.apps.iter().any(|a| a.id == config.demo.app) {
         errors.push(
             "demo.app",
@@ -665,6 +726,22 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
                 config.demo.app
             ),
         );
+    }
+}
+
+fn validate_store(store: &StoreConfig, errors: &mut ConfigErrors) {
+    let postgres =
+        |url: &String| url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if store.url.as_ref().is_some_and(|url| !postgres(url)) {
+        errors.push("store.url", "must be a postgres:// or postgresql:// URL");
+    }
+    if let Some(schema) = &store.schema {
+        if store.url.is_none() {
+            errors.push("store.schema", "is for PostgreSQL only; set store.url too");
+        }
+        if let Err(problem) = crate::store::check_schema_name(schema) {
+            errors.push("store.schema", problem);
+        }
     }
 }
 
@@ -851,6 +928,44 @@ mod tests {
         assert_eq!(config.apps[1].id, "77", "a new app may have a numeric id");
         assert_eq!(config.apps[1].secret, "12345");
         assert!(!config.demo.enabled);
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_a_postgres_url_is_given() {
+        let config = Config::embedded();
+        assert_eq!(config.store.url, None);
+        assert_eq!(config.store.location(), "data/herald.db");
+
+        let url = "postgres://herald:hunter2@127.0.0.1:5432/herald";
+        let config = Config::load(
+            None,
+            env(&[
+                ("HERALD_STORE__URL", url),
+                ("HERALD_STORE__SCHEMA", "herald_eu"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.store.url.as_deref(), Some(url));
+        assert_eq!(config.store.schema.as_deref(), Some("herald_eu"));
+        let location = config.store.location();
+        assert!(!location.contains("hunter2"), "{location}");
+        assert!(location.contains("127.0.0.1:5432/herald"), "{location}");
+    }
+
+    #[test]
+    fn store_url_and_schema_are_checked() {
+        let file = r#"
+            [store]
+            url = "mysql://127.0.0.1/herald"
+            schema = "Herald-EU"
+        "#;
+        let errors = Config::load(Some(file), env(&[])).unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["store.url", "store.schema"]);
+
+        let errors = Config::load(Some("[store]\nschema = \"herald\""), env(&[])).unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["store.schema"], "a schema needs a PostgreSQL url");
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct Hub {
     /// Told when a channel is occupied or vacated and when a member joins or
     /// leaves, under the channel's lock so that its events keep their order.
     webhooks: Notifier,
+    /// The other nodes, when there are any: what is published here goes there too.
+    bus: Option<Arc<crate::cluster::Bus>>,
 }
 
 impl Hub {
@@ -90,6 +92,17 @@ impl Hub {
             webhooks,
             ..Hub::default()
         }
+    }
+
+    /// Also sends what is published to the other nodes on `bus`.
+    pub fn with_bus(mut self, bus: Option<Arc<crate::cluster::Bus>>) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// The bus to the other nodes, if this node has one.
+    pub fn bus(&self) -> Option<&Arc<crate::cluster::Bus>> {
+        self.bus.as_ref()
     }
 
     /// Where channel events are reported, for events the hub does not see itself
@@ -224,9 +237,25 @@ impl Hub {
         true
     }
 
-    /// Queues `frame` to every socket on the channel except `except`. Returns how
-    /// many sockets it was queued to.
+    /// Queues `frame` to every socket on the channel except `except`, on this node
+    /// and, through the bus, on the others. Returns how many sockets here it was
+    /// queued to.
     pub fn publish(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        frame: &Frame,
+        except: Option<&SocketId>,
+    ) -> usize {
+        if let Some(bus) = &self.bus {
+            bus.forward(app, channel, frame, except, None);
+        }
+        self.publish_here(app, channel, frame, except)
+    }
+
+    /// Like [`Hub::publish`], for this node's sockets only: for what came from
+    /// another node.
+    pub fn publish_here(
         &self,
         app: &Arc<str>,
         channel: &ChannelName,
@@ -252,6 +281,22 @@ impl Hub {
     /// `subscription_succeeded`. Done under the channel's lock, so a subscriber gets
     /// the frame exactly once, live or replayed.
     pub fn publish_retained(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        frame: &Frame,
+        except: Option<&SocketId>,
+        keep: Duration,
+    ) {
+        if let Some(bus) = &self.bus {
+            bus.forward(app, channel, frame, except, Some(keep));
+        }
+        self.retain_here(app, channel, frame, except, keep);
+    }
+
+    /// Like [`Hub::publish_retained`], on this node only: for what came from
+    /// another node.
+    pub fn retain_here(
         &self,
         app: &Arc<str>,
         channel: &ChannelName,

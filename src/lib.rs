@@ -8,6 +8,7 @@
 //! - [`protocol`]: the Pusher wire vocabulary: frames, names, codes, signatures.
 //! - [`apps`]: the apps served, looked up by id or key, with their connection quota.
 //! - [`hub`]: channels, subscribers and presence rosters on this node.
+//! - [`cluster`]: the bus that carries channel events between nodes (Redis).
 //! - [`connection`]: one WebSocket's task.
 //! - [`users`]: signed-in users, their sockets and watchlists.
 //! - [`jobs`]: the event pipeline: jobs, handlers, workers, uploaded files.
@@ -21,6 +22,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod delivery;
@@ -56,7 +58,17 @@ where
     let sender = delivery::Sender::new(Arc::clone(&jobs.outbox), &config.webhooks)
         .map_err(RunError::HttpClient)?;
     let (webhooks, batcher) = delivery::pusher_webhooks::new(&config);
-    let shared = Arc::new(Shared::new(config, jobs, sender, webhooks));
+    let (bus, bus_tasks) = match config.cluster.enabled {
+        true => {
+            let (bus, tasks) = cluster::new(&config.cluster);
+            (Some(bus), Some(tasks))
+        }
+        false => (None, None),
+    };
+    let shared = Arc::new(Shared::new(config, jobs, sender, webhooks, bus));
+    if let Some(tasks) = bus_tasks {
+        cluster::spawn(&shared, tasks);
+    }
     let router = api::router(Arc::clone(&shared));
     jobs::spawn_workers(&shared).await;
     delivery::spawn_sender(&shared).await;

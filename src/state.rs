@@ -1,5 +1,6 @@
 //! What every request handler and socket task shares.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
@@ -39,11 +40,17 @@ pub struct Shared {
 impl Shared {
     /// Shared state for `config`, around an opened job runtime and sender; the hub
     /// reports channel events to `webhooks`.
-    pub fn new(config: Config, jobs: JobRuntime, delivery: Sender, webhooks: Notifier) -> Self {
+    pub fn new(
+        config: Config,
+        jobs: JobRuntime,
+        delivery: Sender,
+        webhooks: Notifier,
+        bus: Option<Arc<crate::cluster::Bus>>,
+    ) -> Self {
         Shared {
             apps: Apps::new(&config.apps),
             config,
-            hub: Hub::with_webhooks(webhooks),
+            hub: Hub::with_webhooks(webhooks).with_bus(bus),
             users: Users::new(),
             jobs,
             delivery,

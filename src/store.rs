@@ -1,16 +1,20 @@
 //! The store: the source of truth for jobs and their history, subscriptions, and
-//! the outbox of deliveries. One trait, so that
-//! the SQLite store of a single node and a PostgreSQL store for several nodes are
-//! interchangeable; SQLite is the one built so far.
+//! the outbox of deliveries. Two traits, so that the SQLite store of a single node
+//! and the PostgreSQL store shared by several nodes are interchangeable.
 
+mod postgres;
 mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use postgres::{PostgresStore, check_schema_name};
 pub use sqlite::SqliteStore;
 
+use crate::config::StoreConfig;
 use crate::delivery::{Attempt, Delivery, DeliveryFilter, DeliveryKind, Subscription};
 use crate::jobs::{Job, JobFilter, JobStatus, NewJob, Progress, Step, WebhookResult};
 
@@ -31,6 +35,27 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// Opens the store `config` names: PostgreSQL when it has a `url`, else the SQLite
+/// file at `path`. Both traits are served by the one database.
+///
+/// # Errors
+///
+/// When the database cannot be opened or migrated.
+pub async fn open_store(
+    config: &StoreConfig,
+) -> Result<(Arc<dyn Store>, Arc<dyn Outbox>), StoreError> {
+    match &config.url {
+        Some(url) => {
+            let store = Arc::new(PostgresStore::open(url, config.schema.as_deref()).await?);
+            Ok((Arc::clone(&store) as Arc<dyn Store>, store))
+        }
+        None => {
+            let store = Arc::new(SqliteStore::open(&config.path).await?);
+            Ok((Arc::clone(&store) as Arc<dyn Store>, store))
+        }
+    }
 }
 
 /// What inserting a job did.
@@ -104,7 +129,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn cancel(&self, app_id: &str, id: Uuid) -> Result<Cancelled, StoreError>;
 
     /// Puts back in the queue every job left running by a process that stopped,
-    /// so that it runs again. Returns how many there were.
+    /// so that it runs again. Returns how many there were. A store shared by several
+    /// nodes does nothing and returns 0: a running job may be another node's, and
+    /// the jobs of a node that stopped are claimed again when their lease runs out.
     async fn requeue_interrupted(&self) -> Result<u64, StoreError>;
 
     /// Jobs that ended since `since` and have a channel, oldest first.
@@ -255,5 +282,6 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
     async fn retry_delivery(&self, app_id: &str, id: &str) -> Result<Option<Delivery>, StoreError>;
 
     /// Forgets every lease: at start-up of a single node, nothing else holds one.
+    /// A store shared by several nodes does nothing: the leases may be other nodes'.
     async fn clear_leases(&self) -> Result<(), StoreError>;
 }

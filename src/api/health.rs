@@ -14,12 +14,18 @@ pub(super) async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 while the server takes new sockets and requests, 503 once it shuts down.
+/// 200 while the server takes new sockets and requests; 503 once it shuts down,
+/// and while a node of a cluster cannot hear the others.
 pub(super) async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, Json<Value>) {
-    if shared.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
-    } else {
+    if !shared.is_ready() {
         let body = json!({"status": "shutting_down"});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
+    match shared.hub.bus() {
+        Some(bus) if !bus.is_connected() => {
+            let body = json!({"status": "cluster_unreachable", "unpublished": bus.unpublished()});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+        }
+        _ => (StatusCode::OK, Json(json!({"status": "ready"}))),
     }
 }

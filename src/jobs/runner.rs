@@ -30,7 +30,7 @@ use crate::config::{Config, EventTypeConfig};
 use crate::hub::{Frame, Hub};
 use crate::protocol::{ChannelName, frame};
 use crate::state::Shared;
-use crate::store::{Outbox, SqliteStore, Store, StoreError};
+use crate::store::{Outbox, Store, StoreError, open_store};
 
 /// How much longer than its attempt's timeout a claimed job stays reserved.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
@@ -61,7 +61,7 @@ pub enum StartError {
     /// The store would not open.
     #[error("cannot open the store at {path}")]
     Store {
-        /// The database file.
+        /// The SQLite file, or the PostgreSQL URL without its password.
         path: String,
         /// Why.
         #[source]
@@ -86,12 +86,11 @@ impl JobRuntime {
     ///
     /// When the store or the directory cannot be opened.
     pub async fn open(config: &Config) -> Result<JobRuntime, StartError> {
-        let path = &config.store.path;
         let store_error = |source| StartError::Store {
-            path: path.display().to_string(),
+            path: config.store.location(),
             source,
         };
-        let store = Arc::new(SqliteStore::open(path).await.map_err(store_error)?);
+        let (store, outbox) = open_store(&config.store).await.map_err(store_error)?;
         let requeued = store.requeue_interrupted().await.map_err(store_error)?;
         if requeued > 0 {
             tracing::info!(requeued, "jobs interrupted by the last stop will run again");
@@ -114,7 +113,7 @@ impl JobRuntime {
             .map(|key| (key, Arc::new(Notify::new())))
             .collect();
         Ok(JobRuntime {
-            outbox: Arc::clone(&store) as Arc<dyn Outbox>,
+            outbox,
             store,
             files,
             http: reqwest::Client::new(),
@@ -135,15 +134,21 @@ impl JobRuntime {
     /// shutdown whose grace period ran out: the jobs run again at the next start.
     pub async fn hand_back(&self) {
         let running: Vec<Uuid> = self.running.iter().map(|entry| *entry.key()).collect();
+        let now = Utc::now();
+        let why = "the server stopped during this attempt; it runs again";
+        let mut handed_back = 0;
         for id in running {
             self.stop_attempt(id);
-        }
-        match self.store.requeue_interrupted().await {
-            Ok(0) => {}
-            Ok(handed_back) => tracing::info!(handed_back, "running jobs queued again"),
-            Err(error) => {
-                warn!(%error, "cannot queue running jobs again; they run at the next start")
+            // Queued again at once, so another node (or the next start) takes it
+            // without waiting for its lease to run out.
+            match self.store.retry_at(id, why, now).await {
+                Ok(true) => handed_back += 1,
+                Ok(false) => {}
+                Err(error) => warn!(%error, "cannot queue a running job again; its lease frees it"),
             }
+        }
+        if handed_back > 0 {
+            tracing::info!(handed_back, "running jobs queued again");
         }
     }
 

@@ -1316,10 +1316,8 @@ async fn redeliver_sends_a_finished_jobs_result_again() {
 /// delivers each result exactly once.
 async fn deliveries_survive_a_restart(kill: bool) {
     let dir = Scratch::new();
-    let toml = config(&[(
-        "schedule",
-        r#"["300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms"]"#,
-    )]);
+    let schedule = format!("[{}]", vec!["\"300ms\""; 20].join(", "));
+    let toml = config(&[("schedule", schedule.as_str())]);
     let port = closed_port().await;
     let url = format!("http://127.0.0.1:{port}/hook");
 

@@ -158,7 +158,8 @@ async fn a_real_conversation_is_analysed() {
         .clone();
     let channel = unique_channel("chat");
     let mut ws = listen(&server, &channel).await;
-    let body = json!({"eventType": "chat-analysis", "payload": {"messages": messages}, "channel": channel});
+    let payload = json!({ "messages": messages });
+    let body = json!({"eventType": "chat-analysis", "payload": payload, "channel": channel});
     let id = id_of(&create_job(&server, body).await);
 
     let events = events_until_end(&mut ws, &id).await;

@@ -7,6 +7,7 @@
 
 mod channels;
 mod cli;
+mod cluster;
 mod connection;
 mod delivery;
 mod delivery_kit;
@@ -18,6 +19,7 @@ mod jobs_handlers;
 mod jobs_kit;
 mod jobs_pipeline;
 mod kit;
+mod postgres_store;
 mod presence;
 mod pusher_extras;
 mod pusher_webhooks;

@@ -1,0 +1,248 @@
+//! Three nodes sharing channel traffic through the real Redis on this machine and a
+//! PostgreSQL store, each test with its own Redis prefix and database schema.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, assert_silent, recv_event, recv_named, subscribe};
+
+/// The PostgreSQL database the nodes share.
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Three nodes of one cluster, with a prefix and schema no other test uses.
+async fn three_nodes() -> (Vec<TestServer>, String) {
+    nodes_on("redis://127.0.0.1:6379", 3).await
+}
+
+/// `count` nodes sharing the Redis at `redis_url`.
+async fn nodes_on(redis_url: &str, count: usize) -> (Vec<TestServer>, String) {
+    let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+    let config = format!(
+        "[store]\nurl = \"{POSTGRES}\"\nschema = \"{name}\"\n\n\
+         [cluster]\nenabled = true\nredis_url = \"{redis_url}\"\nprefix = \"{name}\"\n"
+    );
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        nodes.push(TestServer::start_with(&config).await);
+    }
+    for node in &nodes {
+        wait_ready(node).await;
+    }
+    (nodes, name)
+}
+
+/// Waits until a node hears the others (`/readyz` answers 200).
+async fn wait_ready(node: &TestServer) {
+    wait_readyz(node, 200).await;
+}
+
+/// Waits until `/readyz` answers `status`, for up to ten seconds.
+async fn wait_readyz(node: &TestServer, status: u16) {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        let answer = client.get(node.url("/readyz")).send().await;
+        if answer.is_ok_and(|a| a.status() == status) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/readyz on {} never answered {status}", node.addr);
+}
+
+/// A Redis server of this test's own, on a free loopback port, that the test may
+/// stop and start again. Stopped when dropped.
+struct OwnRedis {
+    port: u16,
+    process: Option<tokio::process::Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = OwnRedis {
+            port,
+            process: None,
+        };
+        redis.resume().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port, and waits until it answers.
+    async fn resume(&mut self) {
+        let process = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed");
+        self.process = Some(process);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Stops it, as a crash would.
+    async fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill().await;
+        }
+    }
+}
+
+async fn drop_schema(schema: &str) {
+    let pool = sqlx::PgPool::connect(POSTGRES).await.unwrap();
+    // The name is one this file made up: letters, digits and underscores.
+    let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_event_triggered_on_one_node_reaches_every_node_once_in_order() {
+    let (nodes, schema) = three_nodes().await;
+    let mut sockets = Vec::new();
+    for node in &nodes[1..] {
+        let (mut ws, _) = node.connect().await;
+        subscribe(&mut ws, json!({"channel": "news"})).await;
+        recv_named(&mut ws, "pusher_internal:subscription_succeeded").await;
+        sockets.push(ws);
+    }
+
+    for n in 0..20 {
+        nodes[0].trigger("news", "story", &n.to_string()).await;
+    }
+    for ws in &mut sockets {
+        for n in 0..20 {
+            let event = recv_event(ws).await;
+            assert_eq!(event["event"], "story");
+            assert_eq!(
+                event["data"],
+                Value::String(n.to_string()),
+                "in publish order"
+            );
+        }
+        assert_silent(ws, Duration::from_millis(300)).await;
+    }
+    drop(nodes);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn socket_id_exclusion_works_for_a_socket_on_another_node() {
+    let (nodes, schema) = three_nodes().await;
+    let (mut excluded, excluded_id) = nodes[1].connect().await;
+    let (mut other, _) = nodes[2].connect().await;
+    for ws in [&mut excluded, &mut other] {
+        subscribe(ws, json!({"channel": "news"})).await;
+        recv_named(ws, "pusher_internal:subscription_succeeded").await;
+    }
+
+    let body = json!({"name": "story", "channel": "news", "data": "x", "socket_id": excluded_id});
+    let answer = nodes[0].api("POST", "/events", &[], Some(body)).await;
+    assert_eq!(answer.status(), 200);
+
+    assert_eq!(recv_event(&mut other).await["event"], "story");
+    assert_silent(&mut excluded, Duration::from_millis(500)).await;
+    drop(nodes);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn a_job_result_reaches_subscribers_on_every_node_and_its_status_answers_everywhere() {
+    let (nodes, schema) = three_nodes().await;
+    let (mut ws, _) = nodes[2].connect().await;
+    subscribe(&mut ws, json!({"channel": "notifications"})).await;
+    recv_named(&mut ws, "pusher_internal:subscription_succeeded").await;
+
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(nodes[0].url("/apps/demo-app/jobs"))
+        .bearer_auth("demo-token")
+        .json(&json!({"eventType": "relay", "payload": {"service": "db", "state": "down"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let completed = recv_named(&mut ws, "job.completed").await;
+    let data: Value = serde_json::from_str(completed["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        data["result"]["data"],
+        json!({"service": "db", "state": "down"})
+    );
+
+    let status_url = created["statusUrl"].as_str().unwrap();
+    for node in &nodes {
+        let job: Value = client
+            .get(node.url(status_url))
+            .bearer_auth("demo-token")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["status"], "completed", "on {}", node.addr);
+    }
+    drop(nodes);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn nodes_ride_out_a_redis_restart() {
+    let mut redis = OwnRedis::start().await;
+    let (nodes, schema) = nodes_on(&redis.url(), 2).await;
+    let (mut near, _) = nodes[0].connect().await;
+    let (mut far, _) = nodes[1].connect().await;
+    for ws in [&mut near, &mut far] {
+        subscribe(ws, json!({"channel": "news"})).await;
+        recv_named(ws, "pusher_internal:subscription_succeeded").await;
+    }
+
+    // Redis goes away: each node reports not ready and keeps serving its own sockets.
+    redis.stop().await;
+    for node in &nodes {
+        wait_readyz(node, 503).await;
+    }
+    nodes[0].trigger("news", "while-down", "1").await;
+    assert_eq!(recv_event(&mut near).await["event"], "while-down");
+    assert_silent(&mut far, Duration::from_millis(300)).await;
+    let readyz: Value = reqwest::get(nodes[0].url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(readyz["unpublished"].as_u64().unwrap() >= 1, "{readyz}");
+
+    // Redis comes back: the nodes reconnect by themselves and carry events again.
+    redis.resume().await;
+    for node in &nodes {
+        wait_readyz(node, 200).await;
+    }
+    nodes[0].trigger("news", "after", "2").await;
+    assert_eq!(recv_event(&mut near).await["event"], "after");
+    assert_eq!(recv_event(&mut far).await["event"], "after");
+    drop(nodes);
+    drop_schema(&schema).await;
+}
