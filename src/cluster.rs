@@ -8,11 +8,11 @@
 //! applied on the node where the socket lives.
 //!
 //! What this covers so far: channel events (HTTP triggers, job events, client events,
-//! cache channels and job outcomes kept for late subscribers). Presence rosters,
-//! occupancy counts, users and watchlists are still per node: a node sees only its
-//! own members and sockets. When Redis cannot be reached, a node keeps serving its
-//! own sockets, counts what it could not publish, reports not ready on `/readyz`, and
-//! reconnects by itself with back-off.
+//! events to one user, cache channels and job outcomes kept for late subscribers),
+//! and `terminate_connections`. Presence rosters, occupancy counts and watchlists are
+//! still per node: a node sees only its own members and sockets. When Redis cannot be
+//! reached, a node keeps serving its own sockets, counts what it could not publish,
+//! reports not ready on `/readyz`, and reconnects by itself with back-off.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,19 +35,32 @@ const QUEUE: usize = 10_000;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// One channel event as it travels between nodes.
+/// One message between nodes.
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
-    /// The node that published it, which does not deliver it again.
+    /// The node that published it, which does not act on it again.
     node: String,
     app: String,
-    channel: String,
-    /// The finished frame text.
-    frame: String,
-    /// A socket to leave out, wherever it lives.
-    except: Option<String>,
-    /// For frames kept for late subscribers: how long, in milliseconds.
-    retain_ms: Option<u64>,
+    #[serde(flatten)]
+    message: Message,
+}
+
+/// What nodes tell each other.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Message {
+    /// A channel event to deliver to local subscribers.
+    Event {
+        channel: String,
+        /// The finished frame text.
+        frame: String,
+        /// A socket to leave out, wherever it lives.
+        except: Option<String>,
+        /// For frames kept for late subscribers: how long, in milliseconds.
+        retain_ms: Option<u64>,
+    },
+    /// Close every local socket of this user with 4009.
+    TerminateUser { user_id: String },
 }
 
 /// This node's end of the bus.
@@ -94,13 +107,28 @@ impl Bus {
         except: Option<&SocketId>,
         retain: Option<Duration>,
     ) {
+        self.send(
+            app,
+            Message::Event {
+                channel: channel.to_string(),
+                frame: frame.as_str().to_owned(),
+                except: except.map(ToString::to_string),
+                retain_ms: retain.map(|keep| u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)),
+            },
+        );
+    }
+
+    /// Asks the other nodes to close every socket of a user.
+    pub fn terminate_user(&self, app: &str, user_id: &str) {
+        let user_id = user_id.to_owned();
+        self.send(app, Message::TerminateUser { user_id });
+    }
+
+    fn send(&self, app: &str, message: Message) {
         let envelope = Envelope {
             node: self.node.clone(),
             app: app.to_owned(),
-            channel: channel.to_string(),
-            frame: frame.as_str().to_owned(),
-            except: except.map(ToString::to_string),
-            retain_ms: retain.map(|keep| u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)),
+            message,
         };
         let Ok(bytes) = serde_json::to_vec(&envelope) else {
             return;
@@ -236,7 +264,7 @@ async fn subscribe(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
     }
 }
 
-/// Hands one message from another node to this node's sockets.
+/// Acts on one message from another node.
 fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
     let Ok(envelope) = serde_json::from_slice::<Envelope>(payload) else {
         return;
@@ -244,26 +272,32 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
     if envelope.node == bus.node {
         return;
     }
-    let Ok(channel) = ChannelName::parse(&envelope.channel) else {
-        return;
-    };
-    let except = envelope
-        .except
-        .as_deref()
-        .and_then(|id| SocketId::parse(id).ok());
     let app: Arc<str> = envelope.app.into();
-    let frame = Frame::from(envelope.frame);
-    match envelope.retain_ms {
-        Some(ms) => {
-            let keep = Duration::from_millis(ms);
-            shared
-                .hub
-                .retain_here(&app, &channel, &frame, except.as_ref(), keep);
+    match envelope.message {
+        Message::Event {
+            channel,
+            frame,
+            except,
+            retain_ms,
+        } => {
+            let Ok(channel) = ChannelName::parse(&channel) else {
+                return;
+            };
+            let except = except.as_deref().and_then(|id| SocketId::parse(id).ok());
+            let frame = Frame::from(frame);
+            let hub = &shared.hub;
+            match retain_ms {
+                Some(ms) => {
+                    let keep = Duration::from_millis(ms);
+                    hub.retain_here(&app, &channel, &frame, except.as_ref(), keep);
+                }
+                None => {
+                    hub.publish_here(&app, &channel, &frame, except.as_ref());
+                }
+            }
         }
-        None => {
-            shared
-                .hub
-                .publish_here(&app, &channel, &frame, except.as_ref());
+        Message::TerminateUser { user_id } => {
+            shared.users.terminate(&app, &user_id);
         }
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, assert_silent, recv_event, recv_named, subscribe};
+use crate::extras_kit::sign_in;
+use crate::support::{TestServer, assert_silent, recv_close, recv_event, recv_named, subscribe};
 
 /// The PostgreSQL database the nodes share.
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -243,6 +244,39 @@ async fn nodes_ride_out_a_redis_restart() {
     nodes[0].trigger("news", "after", "2").await;
     assert_eq!(recv_event(&mut near).await["event"], "after");
     assert_eq!(recv_event(&mut far).await["event"], "after");
+    drop(nodes);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn terminate_connections_closes_a_users_sockets_on_every_node() {
+    let (nodes, schema) = three_nodes().await;
+    let app = nodes[0].app.clone();
+    let (mut far, far_id) = nodes[2].connect().await;
+    sign_in(&mut far, &app, &far_id, r#"{"id":"ann"}"#).await;
+
+    let path = "/users/ann/terminate_connections";
+    let answer = nodes[0].api("POST", path, &[], Some(json!({}))).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(recv_close(&mut far, Duration::from_secs(5)).await, 4009);
+    drop(nodes);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn send_to_user_reaches_the_user_on_another_node() {
+    let (nodes, schema) = three_nodes().await;
+    let app = nodes[0].app.clone();
+    let (mut far, far_id) = nodes[1].connect().await;
+    sign_in(&mut far, &app, &far_id, r#"{"id":"bob"}"#).await;
+    subscribe(&mut far, json!({"channel": "#server-to-user-bob"})).await;
+    recv_named(&mut far, "pusher_internal:subscription_succeeded").await;
+
+    nodes[0]
+        .trigger("#server-to-user-bob", "note", "hello")
+        .await;
+    let event = recv_named(&mut far, "note").await;
+    assert_eq!(event["data"], "hello");
     drop(nodes);
     drop_schema(&schema).await;
 }
