@@ -32,8 +32,9 @@ record() {
     cat "$@" | sha256sum >"$stamp"
 }
 
-# npm packages: pusher-js, pusher, laravel-echo, playwright-core. playwright-core
-# drives the system Chromium and never downloads a browser; the variable makes sure.
+# npm packages: pusher-js, pusher, laravel-echo, standardwebhooks, playwright-core.
+# playwright-core drives the system Chromium and never downloads a browser; the
+# variable makes sure.
 npm_stamp="$interop/node_modules/.herald-installed"
 if up_to_date "$npm_stamp" "$interop/package.json" "$interop/package-lock.json" 2>/dev/null; then
     say "npm packages up to date"

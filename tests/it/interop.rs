@@ -1,6 +1,7 @@
 //! Herald against the real client and server libraries of the Pusher ecosystem:
 //! pusher-js, Laravel Echo and the `pusher` Node SDK (its webhook check included),
-//! the demo page in headless Chromium, and the Python `pusher` SDK.
+//! the `standardwebhooks` library checking callbacks, the demo page in headless
+//! Chromium, and the Python `pusher` SDK.
 //!
 //! The Node scripts live in `tests/interop/` and do their own checking; these tests
 //! start the server, run a script against it and require a clean exit. The libraries
