@@ -99,6 +99,14 @@ pub struct JobsConfig {
     /// channel.
     #[serde(with = "humantime_serde")]
     pub retain_results: Duration,
+    /// Largest answer an `http` worker may give, in bytes; a larger one fails the
+    /// attempt, so that one result cannot flood memory, sockets and callbacks.
+    #[serde(default = "default_max_result_size")]
+    pub max_result_size: usize,
+}
+
+fn default_max_result_size() -> usize {
+    1024 * 1024
 }
 
 /// `[cluster]`: several Herald nodes behind one load balancer.

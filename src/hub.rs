@@ -323,6 +323,17 @@ impl Hub {
         }
     }
 
+    /// Keeps a frame for later subscribers without sending it to anyone now, here or
+    /// on other nodes: for outcomes rebuilt from the store at start-up.
+    pub fn keep(&self, app: &Arc<str>, channel: &ChannelName, frame: &Frame, keep: Duration) {
+        let retained = Retained {
+            frame: frame.clone(),
+            until: Instant::now() + keep,
+        };
+        self.retained
+            .insert((Arc::clone(app), channel.clone()), retained);
+    }
+
     /// Drops retained frames that have expired.
     pub fn forget_expired(&self) {
         let now = Instant::now();

@@ -590,6 +590,7 @@ pub(super) async fn cancel(
 /// from its bytes.
 pub(super) async fn file(
     State(shared): State<Arc<Shared>>,
+    Extension(app): Extension<Arc<App>>,
     Path((_, sha256)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let missing = || {
@@ -600,7 +601,10 @@ pub(super) async fn file(
         )
     };
     let files = &shared.jobs.files;
-    let path = files.find(&sha256).await.ok_or_else(missing)?;
+    let path = files
+        .find_for(&app.config.id, &sha256)
+        .await
+        .ok_or_else(missing)?;
     let info = files.inspect(&path).await.map_err(|_| missing())?;
     let file = tokio::fs::File::open(&path).await.map_err(|_| missing())?;
     let size = file.metadata().await.map(|m| m.len()).unwrap_or_default();

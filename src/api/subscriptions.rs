@@ -314,6 +314,21 @@ pub(super) async fn retry(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let outbox = &shared.jobs.outbox;
+    // A delivery whose subscription is gone has nowhere left to go.
+    let found = outbox.delivery(&app.config.id, &id).await?;
+    if let Some(subscription_id) = found.as_ref().and_then(|d| d.subscription_id) {
+        if outbox
+            .subscription(&app.config.id, subscription_id)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "subscription_deleted",
+                format!("the subscription of delivery {id} was deleted; it is not sent again"),
+            ));
+        }
+    }
     match outbox.retry_delivery(&app.config.id, &id).await? {
         Some(delivery) => {
             shared.delivery.deliveries_written();

@@ -32,6 +32,10 @@ const INCOMING_DIR: &str = "incoming";
 /// The folder under the root that holds stored content, named after the hash used.
 const CONTENT_DIR: &str = "sha256";
 
+/// Directory of marker files that say which app stored which file: bytes are
+/// stored once, but each app sees only the files it stored itself.
+const OWNERS_DIR: &str = "owners";
+
 /// How every temporary file name starts.
 const TEMP_PREFIX: &str = ".tmp-";
 
@@ -219,6 +223,35 @@ impl FileStore {
             return Err(discard(&temp, error).await);
         }
         Ok(stored)
+    }
+
+    /// Records that `app` stored the file with this hash.
+    ///
+    /// # Errors
+    ///
+    /// When the marker cannot be written.
+    pub async fn record_owner(&self, app: &str, sha256: &str) -> Result<(), FileError> {
+        if !is_sha256_hex(sha256) {
+            return Err(FileError::InvalidName {
+                name: sha256.to_owned(),
+            });
+        }
+        let dir = self.owner_dir(app);
+        fs::create_dir_all(&dir).await?;
+        fs::write(dir.join(sha256), b"").await?;
+        Ok(())
+    }
+
+    /// The stored file with this hash, if `app` stored it.
+    pub async fn find_for(&self, app: &str, sha256: &str) -> Option<PathBuf> {
+        let path = self.find(sha256).await?;
+        let marker = self.owner_dir(app).join(sha256);
+        fs::try_exists(marker).await.ok()?.then_some(path)
+    }
+
+    /// The app's marker directory; the id is hex-encoded, so no id can leave it.
+    fn owner_dir(&self, app: &str) -> PathBuf {
+        self.root.join(OWNERS_DIR).join(hex::encode(app))
     }
 
     /// The path of the stored file with this hash, or `None` when `sha256` is not

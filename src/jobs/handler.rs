@@ -36,6 +36,8 @@ pub struct JobContext {
     pub files: FileStore,
     /// An HTTP client for handlers that call out.
     pub http: reqwest::Client,
+    /// Largest answer a worker may give, in bytes.
+    pub max_result_size: usize,
     /// Where progress reports go.
     pub(super) progress: Arc<dyn ProgressSink>,
 }

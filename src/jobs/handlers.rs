@@ -85,8 +85,11 @@ impl Handler for FileUpload {
 }
 
 async fn already_stored(job: &JobContext, sha256: &str) -> Result<StoredFile, HandlerError> {
-    let path = job.files.find(sha256).await.ok_or_else(|| {
-        HandlerError::Invalid(format!("no stored file has the sha256 {sha256:?}"))
+    let app = &job.job.app_id;
+    let path = job.files.find_for(app, sha256).await.ok_or_else(|| {
+        HandlerError::Invalid(format!(
+            "this app stored no file with the sha256 {sha256:?}"
+        ))
     })?;
     let size = tokio::fs::metadata(&path)
         .await
@@ -137,7 +140,12 @@ async fn ingest_upload(job: &JobContext) -> Result<StoredFile, HandlerError> {
         job.progress(1.0, "stored 100%").await;
     }
 
-    // The upload is now in the store; a repeat of this job finds it by its hash.
+    // The upload is now in the store, and this app's; a repeat of this job finds it
+    // by its hash.
+    job.files
+        .record_owner(&job.job.app_id, &stored.sha256)
+        .await
+        .map_err(|error| HandlerError::Failed(format!("storing failed: {error}")))?;
     let _ = tokio::fs::remove_file(&incoming).await;
     Ok(stored)
 }
@@ -167,19 +175,44 @@ impl Handler for HttpWorker {
                 HandlerError::Failed(format!("worker at {url} unreachable: {error}"))
             })?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|error| HandlerError::Failed(format!("worker answer unreadable: {error}")))?;
+        let body = read_limited(response, job.max_result_size).await?;
+        let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             let excerpt: String = text.chars().take(200).collect();
             return Err(HandlerError::Failed(format!(
                 "worker answered {status}: {excerpt}"
             )));
         }
+        // An empty 2xx answer (204 No Content) is a success with nothing to report.
+        if text.trim().is_empty() {
+            return Ok(WebhookResult::success("worker answered", Value::Null));
+        }
         let answer: Value = serde_json::from_str(&text)
             .map_err(|error| HandlerError::Failed(format!("worker answer is not JSON: {error}")))?;
         Ok(result_from_answer(answer))
+    }
+}
+
+/// The body of a worker's answer, refused past `limit` bytes.
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, HandlerError> {
+    let mut body = Vec::new();
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|error| HandlerError::Failed(format!("worker answer unreadable: {error}")))?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if body.len() + chunk.len() > limit {
+            let message =
+                format!("worker answer is larger than jobs.max_result_size ({limit} bytes)");
+            return Err(HandlerError::Failed(message));
+        }
+        body.extend_from_slice(&chunk);
     }
 }
 

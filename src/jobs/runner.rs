@@ -116,7 +116,7 @@ impl JobRuntime {
             outbox,
             store,
             files,
-            http: reqwest::Client::new(),
+            http: worker_client(),
             wakers,
             running: DashMap::new(),
         })
@@ -160,6 +160,16 @@ impl JobRuntime {
     }
 }
 
+/// The client of `http` handlers: redirects are not followed and no proxy is used,
+/// so a job reaches exactly the worker its event type names.
+fn worker_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
 /// Starts one worker loop per event type of every app, and replays to the hub the
 /// outcomes of jobs that ended within `jobs.retain_results`, so that late
 /// subscribers get them after a restart too.
@@ -196,7 +206,13 @@ async fn replay_recent_outcomes(shared: &Shared) {
             for job in jobs {
                 let age = (Utc::now() - job.completed_at.unwrap_or_default()).to_std();
                 let left = window.saturating_sub(age.unwrap_or_default());
-                retain_outcome(&shared.hub, &job, left);
+                // Kept for later subscribers only: those who were listening when the
+                // job ended had the event then, on this node or another.
+                if let Some((channel, frame)) = outcome_frame(&job) {
+                    shared
+                        .hub
+                        .keep(&job.app_id.as_str().into(), &channel, &frame, left);
+                }
             }
         }
         Err(error) => warn!(%error, "cannot read recent job outcomes to replay"),
@@ -263,6 +279,7 @@ async fn run_attempt(shared: Arc<Shared>, event_type: EventTypeConfig, job: Job)
         event_type: event_type.clone(),
         files: shared.jobs.files.clone(),
         http: shared.jobs.http.clone(),
+        max_result_size: shared.config.jobs.max_result_size,
         progress: Arc::new(Reporter(Arc::clone(&shared))),
     };
     let handler = handler_for(event_type.handler);
@@ -386,15 +403,20 @@ pub(crate) fn publish(hub: &Hub, job: &Job, event: &str, progress: Option<&Progr
 /// Pushes a job's outcome (`job.completed`, `job.failed` or `job.cancelled`) and keeps
 /// it for `keep`, so that a client subscribing to the channel later gets it too.
 pub(crate) fn retain_outcome(hub: &Hub, job: &Job, keep: Duration) {
+    if let Some((channel, frame)) = outcome_frame(job) {
+        hub.publish_retained(&job.app_id.as_str().into(), &channel, &frame, None, keep);
+    }
+}
+
+/// The final event of an ended job, on its channel.
+fn outcome_frame(job: &Job) -> Option<(ChannelName, Frame)> {
     let event = match job.status {
         JobStatus::Completed => "job.completed",
         JobStatus::Failed => "job.failed",
         JobStatus::Cancelled => "job.cancelled",
-        JobStatus::Queued | JobStatus::Started => return,
+        JobStatus::Queued | JobStatus::Started => return None,
     };
-    if let Some((channel, frame)) = job_frame(job, event, None) {
-        hub.publish_retained(&job.app_id.as_str().into(), &channel, &frame, None, keep);
-    }
+    job_frame(job, event, None)
 }
 
 #[cfg(test)]

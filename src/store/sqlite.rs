@@ -373,6 +373,21 @@ impl Store for SqliteStore {
     }
 
     async fn requeue_interrupted(&self) -> Result<u64, StoreError> {
+        // A job interrupted on its last attempt runs once more; interrupted again
+        // (it may be what stops the server), it fails instead of looping for ever.
+        let spent: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE status = 'started' AND attempts > max_attempts",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let why = "the server stopped during every attempt";
+        for id in &spent {
+            if let Ok(id) = Uuid::parse_str(id) {
+                self.finish(id, JobStatus::Failed, &WebhookResult::error(why), Some(why))
+                    .await?;
+            }
+        }
+
         let mut tx = self.pool.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'started'")
             .fetch_all(&mut *tx)

@@ -5,10 +5,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::jobs_kit::{
-    Form, accepted, bearer, builtin_server, create_job, events_until_end, fixture, id_of, listen,
-    names, post_form, send, signed, step_kinds, unauthenticated, unique_channel, wait_until_ended,
+    BUILTIN_TYPES, Form, accepted, bearer, builtin_server, create_job, events_until_end, fixture,
+    id_of, jobs_config, listen, names, post_form, send, signed, step_kinds, unauthenticated,
+    unique_channel, wait_until_ended,
 };
 use crate::kit::api_error;
+use crate::support::TestServer;
 
 // ---------------------------------------------------------------------------------
 // relay.
@@ -254,4 +256,63 @@ async fn a_malformed_chat_fails_at_once_naming_the_field() {
         "the error names the field: {error:?}"
     );
     assert!(!step_kinds(&job).iter().any(|k| k == "retrying"), "{job:#}");
+}
+
+#[tokio::test]
+async fn an_app_sees_only_the_files_it_stored() {
+    let other_app = format!(
+        "\n[[apps]]\nid = \"other-app\"\nkey = \"other-key\"\nsecret = \"other-secret\"\n\
+         api_token = \"other-token\"\n{BUILTIN_TYPES}"
+    );
+    let server =
+        TestServer::start_with(&format!("{}{other_app}", jobs_config("", BUILTIN_TYPES))).await;
+    let png = fixture("gradient-7x5.png");
+    let sha256 = hex::encode(Sha256::digest(&png));
+    let form = Form::new().text("eventType", "file-upload").file(
+        "file",
+        "gradient-7x5.png",
+        "image/png",
+        &png,
+    );
+    let id = id_of(&accepted(post_form(&server, form).await).await);
+    assert_eq!(wait_until_ended(&server, &id).await["status"], "completed");
+
+    // The other app knows the hash, but the file is not its.
+    let client = reqwest::Client::new();
+    let foreign = client
+        .get(server.url(&format!("/apps/other-app/files/{sha256}")))
+        .bearer_auth("other-token")
+        .send()
+        .await
+        .unwrap();
+    api_error(foreign, 404).await;
+    let by_hash = json!({"eventType": "file-upload", "payload": {"sha256": sha256}});
+    let created: Value = client
+        .post(server.url("/apps/other-app/jobs"))
+        .bearer_auth("other-token")
+        .json(&by_hash)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_url = server.url(created["statusUrl"].as_str().unwrap());
+    let mut job = Value::Null;
+    for _ in 0..100 {
+        job = client
+            .get(&job_url)
+            .bearer_auth("other-token")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "failed" || job["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(job["status"], "failed", "{job}");
 }
