@@ -597,9 +597,11 @@ fn apply_env(table: &mut Table, name: &str, path: &str, raw: &str, errors: &mut 
     let mut node: Option<&mut Value> = None;
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
+        // A list not yet in the file (an app's first webhook) starts empty.
+        let list_follows = parts.get(i + 1).is_some_and(|p| p.parse::<usize>().is_ok());
         let next = match (slot.take(), node.take()) {
-            (Some(t), _) => step_table(t, part, last),
-            (None, Some(Value::Table(t))) => step_table(t, part, last),
+            (Some(t), _) => step_table(t, part, last, list_follows),
+            (None, Some(Value::Table(t))) => step_table(t, part, last, list_follows),
             (None, Some(Value::Array(items))) => part.parse::<usize>().ok().and_then(|index| {
                 if index == items.len() && !last {
                     items.push(Value::Table(Table::new()));
@@ -623,10 +625,17 @@ fn apply_env(table: &mut Table, name: &str, path: &str, raw: &str, errors: &mut 
     }
 }
 
-fn step_table<'a>(table: &'a mut Table, part: &str, last: bool) -> Option<&'a mut Value> {
+fn step_table<'a>(
+    table: &'a mut Table,
+    part: &str,
+    last: bool,
+    list_follows: bool,
+) -> Option<&'a mut Value> {
     if last {
         // A placeholder for a new option, replaced by the value from the variable.
         Some(table.entry(part).or_insert(Value::Boolean(false)))
+    } else if list_follows {
+        Some(table.entry(part).or_insert(Value::Array(Vec::new())))
     } else {
         table.get_mut(part)
     }
@@ -925,6 +934,14 @@ mod tests {
                 ("HERALD_APPS__1__ID", "77"),
                 ("HERALD_APPS__1__KEY", "k77"),
                 ("HERALD_APPS__1__SECRET", "12345"),
+                (
+                    "HERALD_APPS__1__WEBHOOKS__0__URL",
+                    "http://127.0.0.1:9/hooks",
+                ),
+                (
+                    "HERALD_APPS__1__WEBHOOKS__0__EVENTS",
+                    r#"["channel_occupied"]"#,
+                ),
                 ("HERALD_DEMO__ENABLED", "false"),
                 ("PATH", "/bin"),
             ]),
@@ -935,6 +952,7 @@ mod tests {
         assert_eq!(config.apps[0].id, "424242", "numeric text stays text");
         assert_eq!(config.apps[1].id, "77", "a new app may have a numeric id");
         assert_eq!(config.apps[1].secret, "12345");
+        assert_eq!(config.apps[1].webhooks[0].url, "http://127.0.0.1:9/hooks");
         assert!(!config.demo.enabled);
     }
 

@@ -303,6 +303,10 @@ async fn read_multipart(
     {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "file" {
+            if upload.is_some() {
+                let message = "send one `file` part; this request has several".to_owned();
+                return Err(bad(message));
+            }
             upload = Some(spool(shared, app, field, id).await?);
             continue;
         }
@@ -395,6 +399,10 @@ fn event_from_parts(
     let metadata = json_part(&mut fields, "metadata")?;
 
     if let Some(upload) = upload {
+        if app.config.event_type(&event_type).is_none() {
+            let message = format!("eventType {event_type:?} is not declared for this app");
+            return Err(ApiError::bad_request("unknown_event_type", message));
+        }
         let takes_files = app
             .config
             .event_type(&event_type)

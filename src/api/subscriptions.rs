@@ -66,6 +66,22 @@ fn subscription_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| not_found("subscription", text))
 }
 
+/// Longest callback URL and description kept.
+const MAX_URL_LEN: usize = 2048;
+const MAX_DESCRIPTION_LEN: usize = 1024;
+
+fn check_lengths(url: Option<&str>, description: Option<&str>) -> Result<(), ApiError> {
+    if url.is_some_and(|u| u.len() > MAX_URL_LEN) {
+        let message = format!("callbackUrl: at most {MAX_URL_LEN} bytes");
+        return Err(ApiError::bad_request("invalid_body", message));
+    }
+    if description.is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN) {
+        let message = format!("description: at most {MAX_DESCRIPTION_LEN} bytes");
+        return Err(ApiError::bad_request("invalid_body", message));
+    }
+    Ok(())
+}
+
 /// Checks that `event_type` is declared for the app, or is `*`.
 fn known_event_type(app: &App, event_type: &str) -> Result<(), ApiError> {
     if event_type == "*" || app.config.event_type(event_type).is_some() {
@@ -107,6 +123,7 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let asked: NewSubscription = parse_json(&body)?;
     known_event_type(&app, &asked.event_type)?;
+    check_lengths(Some(&asked.callback_url), asked.description.as_deref())?;
     let url = checked_target(&shared, &asked.callback_url).await?;
     let outbox = &shared.jobs.outbox;
     let created = outbox
@@ -179,6 +196,7 @@ pub(super) async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let uuid = subscription_id(&id)?;
     let asked: Patch = parse_json(&body)?;
+    check_lengths(asked.callback_url.as_deref(), asked.description.as_deref())?;
     let outbox = &shared.jobs.outbox;
     let current = outbox.subscription(&app.config.id, uuid).await?;
     let current = current.ok_or_else(|| not_found("subscription", &id))?;
