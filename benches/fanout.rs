@@ -9,13 +9,13 @@
 //!
 //! Run with `cargo bench --bench fanout`.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
+
+#[path = "support/server.rs"]
+mod server;
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -28,7 +28,8 @@ fn setting(name: &str, default: usize) -> usize {
 async fn main() {
     let sockets = setting("FANOUT_SOCKETS", 2000);
     let events = setting("FANOUT_EVENTS", 200);
-    let (mut server, port) = start_server().await;
+    let (mut server, port) =
+        server::start_server(&[("HERALD_SERVER__OUTBOUND_QUEUE", "1024")]).await;
 
     let url = format!("ws://127.0.0.1:{port}/app/demo-key?protocol=7&client=js&version=8.6.0");
     let subscribe = r#"{"event":"pusher:subscribe","data":{"channel":"fanout"}}"#;
@@ -107,34 +108,4 @@ async fn main() {
 
     server.start_kill().expect("stop server");
     let _ = server.wait().await;
-}
-
-/// Starts the release binary on a free port and returns it with the port it logged.
-async fn start_server() -> (tokio::process::Child, u16) {
-    let dir = std::env::temp_dir().join(format!("herald-fanout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .current_dir(&dir)
-        .env("HERALD_SERVER__PORT", "0")
-        .env("HERALD_SERVER__OUTBOUND_QUEUE", "1024")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start herald");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.expect("read log") {
-        if let Some(rest) = line.split("addr=127.0.0.1:").nth(1) {
-            let port = rest
-                .split_whitespace()
-                .next()
-                .expect("port")
-                .parse()
-                .expect("port");
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, port);
-        }
-    }
-    panic!("herald exited before logging its address");
 }

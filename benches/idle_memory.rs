@@ -8,13 +8,13 @@
 //! Run with `cargo bench --bench idle_memory`; `IDLE_SOCKETS` changes the
 //! count (default 5000; mind `ulimit -n`, which must exceed it).
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
+
+#[path = "support/server.rs"]
+mod server;
 
 #[tokio::main]
 async fn main() {
@@ -23,7 +23,8 @@ async fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(5000);
 
-    let (mut server, port) = start_server().await;
+    let (mut server, port) =
+        server::start_server(&[("HERALD_SERVER__ACTIVITY_TIMEOUT", "1h")]).await;
     let pid = server.id().expect("server is running");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(pid);
@@ -55,33 +56,6 @@ async fn main() {
     drop(open);
     server.start_kill().expect("stop server");
     let _ = server.wait().await;
-}
-
-/// Starts the release binary on a free port and returns it with the port it logged.
-async fn start_server() -> (tokio::process::Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .env("HERALD_SERVER__PORT", "0")
-        .env("HERALD_SERVER__ACTIVITY_TIMEOUT", "1h")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start herald");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.expect("read log") {
-        if let Some(rest) = line.split("addr=127.0.0.1:").nth(1) {
-            let port = rest
-                .split_whitespace()
-                .next()
-                .expect("port")
-                .parse()
-                .expect("port");
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, port);
-        }
-    }
-    panic!("herald exited before logging its address");
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -374,13 +374,7 @@ pub(super) async fn redeliver(
     Extension(app): Extension<Arc<App>>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let missing = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "job_not_found",
-            format!("this app has no job {id:?}"),
-        )
-    };
+    let missing = || super::jobs::not_found(&id);
     let uuid = Uuid::parse_str(&id).map_err(|_| missing())?;
     let job = shared
         .jobs
