@@ -9,10 +9,11 @@
 //!
 //! What this covers so far: channel events (HTTP triggers, job events, client events,
 //! events to one user, cache channels and job outcomes kept for late subscribers),
-//! and `terminate_connections`. Presence rosters, occupancy counts and watchlists are
-//! still per node: a node sees only its own members and sockets. When Redis cannot be
-//! reached, a node keeps serving its own sockets, counts what it could not publish,
-//! reports not ready on `/readyz`, and reconnects by itself with back-off.
+//! `terminate_connections`, and stopping a cancelled job's attempt wherever it runs.
+//! Presence rosters, occupancy counts and watchlists are still per node: a node sees
+//! only its own members and sockets. When Redis cannot be reached, a node keeps
+//! serving its own sockets, counts what it could not publish, reports not ready on
+//! `/readyz`, and reconnects by itself with back-off.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,6 +62,8 @@ enum Message {
     },
     /// Close every local socket of this user with 4009.
     TerminateUser { user_id: String },
+    /// Stop the attempt of this cancelled job, if it runs here.
+    CancelJob { job_id: uuid::Uuid },
 }
 
 /// This node's end of the bus.
@@ -122,6 +125,11 @@ impl Bus {
     pub fn terminate_user(&self, app: &str, user_id: &str) {
         let user_id = user_id.to_owned();
         self.send(app, Message::TerminateUser { user_id });
+    }
+
+    /// Asks the other nodes to stop a cancelled job's attempt.
+    pub fn cancel_job(&self, app: &str, job_id: uuid::Uuid) {
+        self.send(app, Message::CancelJob { job_id });
     }
 
     fn send(&self, app: &str, message: Message) {
@@ -299,5 +307,6 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
         Message::TerminateUser { user_id } => {
             shared.users.terminate(&app, &user_id);
         }
+        Message::CancelJob { job_id } => shared.jobs.stop_attempt(job_id),
     }
 }

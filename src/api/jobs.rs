@@ -580,6 +580,9 @@ pub(super) async fn cancel(
     match shared.jobs.store.cancel(&app.config.id, uuid).await? {
         Cancelled::Now(job) => {
             shared.jobs.stop_attempt(uuid);
+            if let Some(bus) = shared.hub.bus() {
+                bus.cancel_job(&app.config.id, uuid);
+            }
             discard_upload(&shared, uuid).await;
             let keep = shared.config.jobs.retain_results;
             crate::jobs::retain_outcome(&shared.hub, &job, keep);

@@ -6,6 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::extras_kit::sign_in;
+use crate::jobs_kit::{
+    bearer, create_job, get_job, http_type, id_of, jobs_config, send, wait_for_status,
+};
 use crate::support::{TestServer, assert_silent, recv_close, recv_event, recv_named, subscribe};
 
 /// The PostgreSQL database the nodes share.
@@ -279,4 +282,50 @@ async fn send_to_user_reaches_the_user_on_another_node() {
     assert_eq!(event["data"], "hello");
     drop(nodes);
     drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn cancelling_on_one_node_stops_the_attempt_running_on_another() {
+    // A worker that takes the request and never answers; it notes when Herald
+    // drops the connection, which is what stopping the attempt does.
+    let worker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let worker_url = format!("http://{}/work", worker.local_addr().unwrap());
+    let (dropped_tx, dropped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut stream, _) = worker.accept().await.unwrap();
+        let mut buffer = [0u8; 4096];
+        use tokio::io::AsyncReadExt;
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = dropped_tx.send(());
+    });
+
+    let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+    let types = http_type("slow", &worker_url, "timeout = \"60s\"\nattempts = 1");
+    let config = format!(
+        "{}\n[store]\nurl = \"{POSTGRES}\"\nschema = \"{name}\"\n\n\
+         [cluster]\nenabled = true\nredis_url = \"redis://127.0.0.1:6379\"\nprefix = \"{name}\"\n",
+        jobs_config("", &types)
+    );
+
+    // Only the first node runs while the job is claimed, so the attempt is its own.
+    let runner = TestServer::start_with(&config).await;
+    wait_ready(&runner).await;
+    let id = id_of(&create_job(&runner, json!({"eventType": "slow"})).await);
+    wait_for_status(&runner, &id, &["started"]).await;
+    let other = TestServer::start_with(&config).await;
+    wait_ready(&other).await;
+
+    let cancel = bearer(&other, "POST", &format!("/jobs/{id}/cancel"));
+    assert_eq!(send(cancel).await.status(), 200);
+    tokio::time::timeout(Duration::from_secs(5), dropped)
+        .await
+        .expect("the running attempt was not stopped within 5 s")
+        .unwrap();
+    assert_eq!(get_job(&runner, &id).await["status"], "cancelled");
+    drop((runner, other));
+    drop_schema(&name).await;
 }
