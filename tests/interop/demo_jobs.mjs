@@ -9,69 +9,23 @@
 // CHROMIUM=/path/to/chromium overrides /usr/bin/chromium. SCREENSHOT=file.png saves
 // the final page.
 
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
-
+import { withPage } from './browser.mjs';
 import { assert, assertEqual, origin, run, step } from './lib.mjs';
 
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 const FINAL = ['completed', 'failed', 'cancelled'];
 /** How long one job may take, from its request to its final event on the page. */
 const JOB_MS = 30000;
 
 run('demo page jobs', async () => {
-  if (!existsSync(executablePath)) {
-    throw new Error(`${executablePath} is missing: run scripts/test.sh, or apt-get install chromium`);
-  }
-  const profile = mkdtempSync(join(tmpdir(), 'herald-chromium-'));
-  let browser;
-  try {
-    step(`launch ${executablePath}`);
-    browser = await chromium.launchPersistentContext(profile, {
-      executablePath,
-      headless: true,
-      timeout: 30000,
-      viewport: { width: 1100, height: 900 },
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        // Resolve no host name but loopback: nothing else may be reached from here.
-        '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE [::1], EXCLUDE localhost',
-      ],
-    });
-    await exercise(browser);
-  } finally {
-    if (browser) await browser.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
-  }
+  await withPage(exercise, { viewport: { width: 1100, height: 900 } });
 }, { seconds: 80 });
 
-async function exercise(context) {
-  const page = context.pages()[0] || await context.newPage();
-  page.setDefaultTimeout(10000);
-  const problems = [];
-  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-  page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
-  });
-  // The page is one self-contained file: it may talk only to its own origin.
-  page.on('request', (request) => {
-    if (!request.url().startsWith(origin) && !request.url().startsWith(origin.replace('http', 'ws'))) {
-      problems.push(`request outside the server: ${request.url()}`);
-    }
-  });
-
+async function exercise(page, problems) {
   try {
     step(`open ${origin}/`);
     const response = await page.goto(`${origin}/`);

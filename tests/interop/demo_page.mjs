@@ -7,66 +7,14 @@
 // CHROMIUM=/path/to/chromium overrides /usr/bin/chromium. SCREENSHOT=file.png saves
 // the final page.
 
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
-import { chromium } from 'playwright-core';
-
+import { withPage } from './browser.mjs';
 import { assert, origin, run, serverSdk, step, unique } from './lib.mjs';
 
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-
 run('demo page', async () => {
-  if (!existsSync(executablePath)) {
-    throw new Error(`${executablePath} is missing: run scripts/test.sh, or apt-get install chromium`);
-  }
-  const profile = mkdtempSync(join(tmpdir(), 'herald-chromium-'));
-  let browser;
-  try {
-    step(`launch ${executablePath}`);
-    // A persistent context is how playwright takes a --user-data-dir: a fresh
-    // temporary profile, deleted afterwards.
-    browser = await chromium.launchPersistentContext(profile, {
-      executablePath,
-      headless: true,
-      timeout: 30000,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        // Resolve no host name but loopback: nothing else may be reached from here.
-        '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE [::1], EXCLUDE localhost',
-      ],
-    });
-    await exercise(browser);
-  } finally {
-    if (browser) await browser.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
-  }
+  await withPage(exercise);
 }, { seconds: 60 });
 
-async function exercise(context) {
-  const page = context.pages()[0] || await context.newPage();
-  // Generous: CI runs this next to the rest of the suite on two cores.
-  page.setDefaultTimeout(10000);
-  const problems = [];
-  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-  page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
-  });
-  // The page is one self-contained file: it may fetch only from its own origin.
-  page.on('request', (request) => {
-    if (!request.url().startsWith(origin) && !request.url().startsWith(origin.replace('http', 'ws'))) {
-      problems.push(`request outside the server: ${request.url()}`);
-    }
-  });
-
+async function exercise(page, problems) {
   try {
     step(`open ${origin}/`);
     const response = await page.goto(`${origin}/`);
