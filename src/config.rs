@@ -103,6 +103,10 @@ pub struct JobsConfig {
     /// attempt, so that one result cannot flood memory, sockets and callbacks.
     #[serde(default = "default_max_result_size")]
     pub max_result_size: usize,
+    /// How much longer than its attempt's timeout a claimed job stays reserved for
+    /// its node; when that has passed, another node sharing the store takes it.
+    #[serde(with = "humantime_serde")]
+    pub lease_margin: Duration,
 }
 
 fn default_max_result_size() -> usize {
@@ -722,6 +726,11 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
     if server.max_frame_size < 1024 {
         errors.push("server.max_frame_size", "must be at least 1024 bytes");
     }
+    if config.jobs.lease_margin < Duration::from_secs(1) {
+        // Less would let a node take over an attempt whose own timeout is still
+        // being handled, and leaves nothing for clocks that differ a little.
+        errors.push("jobs.lease_margin", "must be at least 1s");
+    }
     validate_webhooks(&config.webhooks, errors);
     if config.cluster.enabled && config.store.url.is_none() {
         errors.push(
@@ -992,6 +1001,17 @@ mod tests {
         let errors = Config::load(Some("[store]\nschema = \"herald\""), env(&[])).unwrap_err();
         let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["store.schema"], "a schema needs a PostgreSQL url");
+    }
+
+    #[test]
+    fn the_job_lease_margin_is_at_least_a_second() {
+        assert_eq!(
+            Config::embedded().jobs.lease_margin,
+            Duration::from_secs(30)
+        );
+        let errors = Config::load(Some("[jobs]\nlease_margin = \"500ms\""), env(&[])).unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["jobs.lease_margin"]);
     }
 
     #[test]

@@ -32,9 +32,6 @@ use crate::protocol::{ChannelName, frame};
 use crate::state::Shared;
 use crate::store::{Outbox, Store, StoreError, open_store};
 
-/// How much longer than its attempt's timeout a claimed job stays reserved.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
-
 /// How often an idle worker loop looks for retries that came due.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -237,7 +234,7 @@ async fn work(shared: Arc<Shared>, app: Arc<App>, event_type: EventTypeConfig, w
             .claim(
                 &app.config.id,
                 &event_type.name,
-                event_type.timeout + LEASE_MARGIN,
+                event_type.timeout + shared.config.jobs.lease_margin,
             )
             .await
         {

@@ -3,9 +3,10 @@
 //!
 //! A claim locks the row it takes with `FOR UPDATE SKIP LOCKED`, so two nodes never
 //! take the same one and neither waits for the other. A claimed job is leased for
-//! its attempt's timeout and a margin; a node that dies leaves its jobs `started`,
-//! and once their lease has passed any node claims them again. So nothing is put
-//! back in the queue at start-up: the jobs left running may belong to live nodes.
+//! its attempt's timeout and `jobs.lease_margin`; a node that dies leaves its jobs
+//! `started`, and once their lease has passed any node claims them again. So nothing
+//! is put back in the queue at start-up: the jobs left running may belong to live
+//! nodes.
 //!
 //! Times come from the node's own clock, as in SQLite, so the nodes' clocks must
 //! agree (NTP) to well within the lease margin. Everything SQLite writes in one

@@ -9,11 +9,11 @@ use tokio::process::Command;
 use tokio::time::Instant;
 
 /// How long the binary may take to start or to give up.
-const STARTUP: Duration = Duration::from_secs(20);
+pub(crate) const STARTUP: Duration = Duration::from_secs(20);
 
 /// The binary with piped output, no inherited `HERALD_*` or `RUST_LOG`, run in `dir`
 /// (which should hold no `config.toml`, as the binary reads one from there).
-fn herald(dir: &Scratch) -> Command {
+pub(crate) fn herald(dir: &Scratch) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command
         .kill_on_drop(true)
@@ -31,10 +31,10 @@ fn herald(dir: &Scratch) -> Command {
 }
 
 /// An empty directory of this test's own in the temp directory, removed when dropped.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let dir = format!("herald-it-{}-{name}", std::process::id());
         let path = std::env::temp_dir().join(dir);
         let _ = std::fs::remove_dir_all(&path);
@@ -43,7 +43,7 @@ impl Scratch {
     }
 
     /// Writes `text` to `name` in the directory and returns its path.
-    fn file(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap();
         path
@@ -57,7 +57,7 @@ impl Drop for Scratch {
 }
 
 /// `text` without ANSI colour sequences.
-fn strip_ansi(text: &str) -> String {
+pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -76,7 +76,7 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// The port in the first `127.0.0.1:<port>` of `line`.
-fn port_after_loopback(line: &str) -> Option<u16> {
+pub(crate) fn port_after_loopback(line: &str) -> Option<u16> {
     let rest = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()

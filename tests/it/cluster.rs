@@ -12,7 +12,7 @@ use crate::jobs_kit::{
 use crate::support::{TestServer, assert_silent, recv_close, recv_event, recv_named, subscribe};
 
 /// The PostgreSQL database the nodes share.
-const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub(crate) const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Three nodes of one cluster, with a prefix and schema no other test uses.
 async fn three_nodes() -> (Vec<TestServer>, String) {
@@ -37,21 +37,26 @@ async fn nodes_on(redis_url: &str, count: usize) -> (Vec<TestServer>, String) {
 }
 
 /// Waits until a node hears the others (`/readyz` answers 200).
-async fn wait_ready(node: &TestServer) {
+pub(crate) async fn wait_ready(node: &TestServer) {
     wait_readyz(node, 200).await;
 }
 
 /// Waits until `/readyz` answers `status`, for up to ten seconds.
 async fn wait_readyz(node: &TestServer, status: u16) {
+    wait_readyz_at(&node.url("/readyz"), status).await;
+}
+
+/// Waits until the `/readyz` at `url` answers `status`, for up to ten seconds.
+pub(crate) async fn wait_readyz_at(url: &str, status: u16) {
     let client = reqwest::Client::new();
     for _ in 0..200 {
-        let answer = client.get(node.url("/readyz")).send().await;
+        let answer = client.get(url).send().await;
         if answer.is_ok_and(|a| a.status() == status) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("/readyz on {} never answered {status}", node.addr);
+    panic!("{url} never answered {status}");
 }
 
 /// A Redis server of this test's own, on a free loopback port, that the test may
@@ -110,7 +115,8 @@ impl OwnRedis {
     }
 }
 
-async fn drop_schema(schema: &str) {
+/// Drops a schema a test made up, with everything in it.
+pub(crate) async fn drop_schema(schema: &str) {
     let pool = sqlx::PgPool::connect(POSTGRES).await.unwrap();
     // The name is one this file made up: letters, digits and underscores.
     let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");

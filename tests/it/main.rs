@@ -19,6 +19,7 @@ mod jobs_handlers;
 mod jobs_kit;
 mod jobs_pipeline;
 mod kit;
+mod node_kill;
 mod postgres_store;
 mod presence;
 mod pusher_extras;
