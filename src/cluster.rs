@@ -1,33 +1,52 @@
-//! The bus between nodes: channel events published on one node reach the sockets of
-//! every other node through Redis pub/sub.
+//! The bus between nodes: through Redis pub/sub, the nodes of a cluster share
+//! channel events and enough of each other's state to behave as one server.
 //!
-//! Each node publishes what it sends to its own sockets as one message on
-//! `{prefix}:events`, and delivers the messages of other nodes to its sockets. One
-//! connection publishes, in order, so the events of one publisher arrive everywhere
-//! in the order it sent them. `socket_id` exclusion travels with the message and is
-//! applied on the node where the socket lives.
+//! Each node publishes on `{prefix}:events`, over one connection and in order, so
+//! what one node sends arrives everywhere in the order it was sent:
 //!
-//! What this covers so far: channel events (HTTP triggers, job events, client events,
-//! events to one user, cache channels and job outcomes kept for late subscribers),
-//! `terminate_connections`, and stopping a cancelled job's attempt wherever it runs.
-//! Presence rosters, occupancy counts and watchlists are still per node: a node sees
-//! only its own members and sockets. When Redis cannot be reached, a node keeps
-//! serving its own sockets, counts what it could not publish, reports not ready on
-//! `/readyz`, and reconnects by itself with back-off.
+//! - Channel events (HTTP triggers, job events, client events, events to one user,
+//!   cache channels and kept job outcomes), `terminate_connections`, and job
+//!   cancellations. `socket_id` exclusion travels with an event and is applied on
+//!   the node where the socket lives.
+//! - Its own part of each channel, as absolute values: how many sockets it has
+//!   there, which presence users have a socket there, which users are signed in.
+//!   Every node merges the others' parts with its own, so that rosters, counts,
+//!   `member_added`/`member_removed` and watchlists are those of the whole cluster.
+//! - A heartbeat. A node silent for `node_timeout` is taken for dead and its part
+//!   is dropped, as if its sockets had all left.
+//!
+//! A node that (re)connects asks every node for a snapshot of its part and sends
+//! its own, so nodes rebuild what they missed while Redis was unreachable. While it
+//! cannot reach Redis a node keeps serving its own sockets, counts what it could
+//! not publish, reports not ready on `/readyz`, and reconnects by itself.
+//!
+//! Pusher webhooks about occupancy and membership are sent by one node for the
+//! whole cluster: the oldest live node, which sees every change in its merged view.
+//!
+//! Known limits: a snapshot is one message, so a node holding very many channels
+//! sends a large one when a node joins; and while the nodes cannot all hear each
+//! other (a network split), each side takes the other for dead after
+//! `node_timeout`, and both may send the same webhook.
 
-use std::sync::Arc;
+mod message;
+mod nodes;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
-use crate::hub::Frame;
+use crate::hub::{ChannelShare, Frame, Member, NodeId, RemoteChange, Share};
 use crate::protocol::{ChannelName, SocketId};
 use crate::state::Shared;
+use message::{Cached, ChannelPart, Envelope, Message, Snapshot};
+use nodes::Nodes;
 
 /// Messages waiting to be published; past this they are counted as unpublished and
 /// dropped, so that a slow or absent Redis never slows sockets.
@@ -36,62 +55,62 @@ const QUEUE: usize = 10_000;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// One message between nodes.
-#[derive(Debug, Serialize, Deserialize)]
-struct Envelope {
-    /// The node that published it, which does not act on it again.
-    node: String,
-    app: String,
-    #[serde(flatten)]
-    message: Message,
-}
+/// How long a stopping node waits for its last messages to reach Redis.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
-/// What nodes tell each other.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Message {
-    /// A channel event to deliver to local subscribers.
-    Event {
-        channel: String,
-        /// The finished frame text.
-        frame: String,
-        /// A socket to leave out, wherever it lives.
-        except: Option<String>,
-        /// For frames kept for late subscribers: how long, in milliseconds.
-        retain_ms: Option<u64>,
-    },
-    /// Close every local socket of this user with 4009.
-    TerminateUser { user_id: String },
-    /// Stop the attempt of this cancelled job, if it runs here.
-    CancelJob { job_id: uuid::Uuid },
+/// What waits to be published.
+#[derive(Debug)]
+enum Outbound {
+    Message(Vec<u8>),
+    /// This node's snapshot, taken when its turn comes so that it is no older
+    /// than the changes queued before it.
+    Snapshot,
+    /// The last message of a stopping node.
+    Bye,
 }
 
 /// This node's end of the bus.
 #[derive(Debug)]
 pub struct Bus {
-    node: String,
-    queue: mpsc::Sender<Vec<u8>>,
-    /// Whether the subscription to other nodes' events is up.
+    node: NodeId,
+    /// When this node started, in milliseconds since the Unix epoch.
+    since: u64,
+    queue: mpsc::Sender<Outbound>,
+    /// Whether the subscription to other nodes' messages is up.
     connected: AtomicBool,
+    /// Whether this node has listened long enough to have heard the others.
+    settled: AtomicBool,
+    /// Whether this node sends the cluster's Pusher webhooks.
+    speaks: AtomicBool,
     /// Messages that could not be published (queue full or Redis down).
     unpublished: AtomicU64,
+    nodes: Mutex<Nodes>,
 }
 
 /// The parts of the bus that run as tasks, started by [`spawn`].
 #[derive(Debug)]
 pub struct BusTasks {
     config: ClusterConfig,
-    queue: mpsc::Receiver<Vec<u8>>,
+    queue: mpsc::Receiver<Outbound>,
 }
 
 /// A bus for `config`, and its tasks to spawn once the server's state exists.
 pub fn new(config: &ClusterConfig) -> (Arc<Bus>, BusTasks) {
     let (queue, receiver) = mpsc::channel(QUEUE);
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        });
     let bus = Bus {
-        node: uuid::Uuid::new_v4().simple().to_string(),
+        node: uuid::Uuid::new_v4().simple().to_string().into(),
+        since,
         queue,
         connected: AtomicBool::new(false),
+        settled: AtomicBool::new(false),
+        speaks: AtomicBool::new(false),
         unpublished: AtomicU64::new(0),
+        nodes: Mutex::new(Nodes::default()),
     };
     let tasks = BusTasks {
         config: config.clone(),
@@ -110,38 +129,80 @@ impl Bus {
         except: Option<&SocketId>,
         retain: Option<Duration>,
     ) {
-        self.send(
-            app,
-            Message::Event {
-                channel: channel.to_string(),
-                frame: frame.as_str().to_owned(),
-                except: except.map(ToString::to_string),
-                retain_ms: retain.map(|keep| u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)),
-            },
-        );
+        self.send(Message::Event {
+            app: app.to_owned(),
+            channel: channel.to_string(),
+            frame: frame.as_str().to_owned(),
+            except: except.map(ToString::to_string),
+            retain_ms: retain.map(millis),
+        });
     }
 
     /// Asks the other nodes to close every socket of a user.
     pub fn terminate_user(&self, app: &str, user_id: &str) {
-        let user_id = user_id.to_owned();
-        self.send(app, Message::TerminateUser { user_id });
+        let (app, user_id) = (app.to_owned(), user_id.to_owned());
+        self.send(Message::TerminateUser { app, user_id });
     }
 
     /// Asks the other nodes to stop a cancelled job's attempt.
-    pub fn cancel_job(&self, app: &str, job_id: uuid::Uuid) {
-        self.send(app, Message::CancelJob { job_id });
+    pub fn cancel_job(&self, job_id: uuid::Uuid) {
+        self.send(Message::CancelJob { job_id });
     }
 
-    fn send(&self, app: &str, message: Message) {
-        let envelope = Envelope {
-            node: self.node.clone(),
+    /// Tells the others how many sockets this node has on a channel now.
+    pub fn sockets(&self, app: &str, channel: &ChannelName, count: usize) {
+        self.send(Message::Sockets {
             app: app.to_owned(),
+            channel: channel.to_string(),
+            count,
+        });
+    }
+
+    /// Tells the others a presence user's first socket here joined a channel.
+    pub fn member_joined(&self, app: &str, channel: &ChannelName, member: &Member) {
+        self.send(Message::MemberJoined {
+            app: app.to_owned(),
+            channel: channel.to_string(),
+            user_id: member.user_id.to_string(),
+            user_info: member.user_info.clone(),
+        });
+    }
+
+    /// Tells the others a presence user's last socket here left a channel.
+    pub fn member_left(&self, app: &str, channel: &ChannelName, user_id: &str) {
+        self.send(Message::MemberLeft {
+            app: app.to_owned(),
+            channel: channel.to_string(),
+            user_id: user_id.to_owned(),
+        });
+    }
+
+    /// Tells the others a user's first socket here signed in.
+    pub fn user_online(&self, app: &str, user_id: &str) {
+        let (app, user_id) = (app.to_owned(), user_id.to_owned());
+        self.send(Message::UserOnline { app, user_id });
+    }
+
+    /// Tells the others a user's last signed-in socket here went.
+    pub fn user_offline(&self, app: &str, user_id: &str) {
+        let (app, user_id) = (app.to_owned(), user_id.to_owned());
+        self.send(Message::UserOffline { app, user_id });
+    }
+
+    fn send(&self, message: Message) {
+        let envelope = Envelope {
+            node: self.node.to_string(),
+            since: self.since,
             message,
         };
         let Ok(bytes) = serde_json::to_vec(&envelope) else {
             return;
         };
-        if self.queue.try_send(bytes).is_err() {
+        self.enqueue(Outbound::Message(bytes));
+    }
+
+    fn enqueue(&self, outbound: Outbound) {
+        if self.queue.try_send(outbound).is_err() {
             self.unpublished.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -151,40 +212,81 @@ impl Bus {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// Whether this node hears the others and has had time to learn their state.
+    pub fn is_ready(&self) -> bool {
+        self.is_connected() && self.settled.load(Ordering::Acquire)
+    }
+
+    /// Whether this node sends the cluster's Pusher webhooks about occupancy and
+    /// membership: the oldest live node does.
+    pub fn speaks_for_cluster(&self) -> bool {
+        self.speaks.load(Ordering::Acquire)
+    }
+
     /// Messages this node could not publish since it started.
     pub fn unpublished(&self) -> u64 {
         self.unpublished.load(Ordering::Relaxed)
     }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, Nodes> {
+        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decides again whether this node speaks for the cluster.
+    fn elect(&self) {
+        let oldest = self.nodes().is_oldest(&self.node, self.since);
+        let speaks = self.settled.load(Ordering::Acquire) && oldest;
+        if self.speaks.swap(speaks, Ordering::AcqRel) != speaks {
+            debug!(speaks, "this node's role for cluster webhooks changed");
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn topic(config: &ClusterConfig) -> String {
     format!("{}:events", config.prefix)
 }
 
-/// Starts the publisher and the subscriber; both reconnect by themselves and stop
-/// at shutdown.
-pub fn spawn(shared: &Arc<Shared>, tasks: BusTasks) {
-    let Some(bus) = shared.hub.bus().cloned() else {
-        return;
-    };
+/// Starts the publisher, the subscriber and the heartbeat. The subscriber and the
+/// heartbeat stop at shutdown; the publisher runs until [`leave`] so that the
+/// departures of this node's sockets still reach the others.
+pub fn spawn(shared: &Arc<Shared>, tasks: BusTasks) -> Option<JoinHandle<()>> {
+    let bus = shared.hub.bus().cloned()?;
     let BusTasks { config, queue } = tasks;
-    shared.tracker.spawn(publish(
+    let publisher = tokio::spawn(publish(
+        Arc::clone(shared),
         Arc::clone(&bus),
         config.clone(),
         queue,
-        shared.shutdown.clone(),
     ));
+    let listener = subscribe(Arc::clone(shared), Arc::clone(&bus), config.clone());
+    shared.tracker.spawn(listener);
     shared
         .tracker
-        .spawn(subscribe(Arc::clone(shared), bus, config));
+        .spawn(heartbeat(Arc::clone(shared), bus, config));
+    Some(publisher)
 }
 
-/// Publishes queued messages in order over one connection.
+/// Says goodbye to the other nodes, once this node's sockets are closed, and waits
+/// a little for that and everything queued before it to be published.
+pub async fn leave(shared: &Shared, publisher: JoinHandle<()>) {
+    let Some(bus) = shared.hub.bus() else { return };
+    bus.enqueue(Outbound::Bye);
+    if tokio::time::timeout(LEAVE_WAIT, publisher).await.is_err() {
+        warn!("could not tell the other nodes this one is leaving; they will time it out");
+    }
+}
+
+/// Publishes queued messages in order over one connection, until this node says
+/// goodbye.
 async fn publish(
+    shared: Arc<Shared>,
     bus: Arc<Bus>,
     config: ClusterConfig,
-    mut queue: mpsc::Receiver<Vec<u8>>,
-    shutdown: tokio_util::sync::CancellationToken,
+    mut queue: mpsc::Receiver<Outbound>,
 ) {
     let topic = topic(&config);
     let mut backoff = Duration::from_millis(100);
@@ -197,28 +299,35 @@ async fn publish(
             Ok(connection) => connection,
             Err(error) => {
                 debug!(%error, "cannot reach Redis to publish; retrying");
-                // Messages that pile up meanwhile are counted, not kept.
-                while queue.try_recv().is_ok() {
-                    bus.unpublished.fetch_add(1, Ordering::Relaxed);
+                // Messages that pile up meanwhile are counted, not kept; a
+                // snapshot is sent again when the connection is back.
+                while let Ok(outbound) = queue.try_recv() {
+                    match outbound {
+                        Outbound::Message(_) => {
+                            bus.unpublished.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Outbound::Snapshot => {}
+                        Outbound::Bye => return,
+                    }
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return,
+                if shared.shutdown.is_cancelled() {
+                    return;
                 }
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         backoff = Duration::from_millis(100);
-        loop {
-            let message = tokio::select! {
-                message = queue.recv() => message,
-                () = shutdown.cancelled() => return,
+        while let Some(outbound) = queue.recv().await {
+            let (bytes, last) = match outbound {
+                Outbound::Message(bytes) => (bytes, false),
+                Outbound::Snapshot => (snapshot(&shared, &bus), false),
+                Outbound::Bye => (envelope_bytes(&bus, Message::Bye), true),
             };
-            let Some(message) = message else { return };
             let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
                 .arg(&topic)
-                .arg(message)
+                .arg(bytes)
                 .query_async(&mut connection)
                 .await;
             if let Err(error) = sent {
@@ -226,11 +335,53 @@ async fn publish(
                 warn!(%error, "lost the Redis connection for publishing; reconnecting");
                 continue 'connect;
             }
+            if last {
+                return;
+            }
         }
+        return;
     }
 }
 
-/// Delivers other nodes' messages to this node's sockets.
+fn envelope_bytes(bus: &Bus, message: Message) -> Vec<u8> {
+    let envelope = Envelope {
+        node: bus.node.to_string(),
+        since: bus.since,
+        message,
+    };
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+/// This node's part of every channel, its signed-in users and its cache channels.
+fn snapshot(shared: &Shared, bus: &Bus) -> Vec<u8> {
+    let channels = shared.hub.local_shares().into_iter();
+    let channels = channels.map(|part| ChannelPart {
+        app: part.app.to_string(),
+        channel: part.channel.to_string(),
+        sockets: part.share.sockets,
+        members: (part.share.members.into_iter())
+            .map(|(id, info)| (id.to_string(), info))
+            .collect(),
+    });
+    let users = shared.users.local_users().into_iter();
+    let users = users.map(|(app, user)| (app.to_string(), user.to_string()));
+    let cached = shared.hub.cached_frames().into_iter();
+    let cached = cached.map(|(app, channel, frame, left)| Cached {
+        app: app.to_string(),
+        channel: channel.to_string(),
+        frame: frame.as_str().to_owned(),
+        ttl_ms: millis(left),
+    });
+    let snapshot = Snapshot {
+        channels: channels.collect(),
+        users: users.collect(),
+        cached: cached.collect(),
+    };
+    envelope_bytes(bus, Message::Snapshot(snapshot))
+}
+
+/// Acts on other nodes' messages; on each (re)connection asks for their snapshots
+/// and sends this node's.
 async fn subscribe(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
     let topic = topic(&config);
     let mut backoff = Duration::from_millis(100);
@@ -247,7 +398,10 @@ async fn subscribe(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
         };
         match pubsub {
             Ok(mut pubsub) => {
+                bus.nodes().refresh_all(Instant::now());
                 bus.connected.store(true, Ordering::Release);
+                bus.send(Message::SyncRequest);
+                bus.enqueue(Outbound::Snapshot);
                 info!("listening to the other nodes through Redis");
                 backoff = Duration::from_millis(100);
                 let mut messages = pubsub.on_message();
@@ -272,17 +426,79 @@ async fn subscribe(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
     }
 }
 
+/// Says this node is alive every `heartbeat`, settles it once it has listened for
+/// a heartbeat, and drops the nodes that have gone silent.
+async fn heartbeat(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
+    let mut every = tokio::time::interval(config.heartbeat);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut listening_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shared.shutdown.cancelled() => return,
+        }
+        if !bus.is_connected() {
+            listening_since = None;
+            continue;
+        }
+        bus.send(Message::Heartbeat);
+        let now = Instant::now();
+        let since = *listening_since.get_or_insert(now);
+        if now.duration_since(since) >= config.heartbeat
+            && !bus.settled.swap(true, Ordering::AcqRel)
+        {
+            bus.elect();
+        }
+        let gone = bus.nodes().expire(now, config.node_timeout);
+        for node in gone {
+            info!(%node, "a node went silent; dropping its sockets and members");
+            bus.elect();
+            forget(&shared, &node);
+        }
+    }
+}
+
+/// Drops everything a node that left or died held.
+fn forget(shared: &Shared, node: &NodeId) {
+    let counts = |app: &str| counts_of(shared, app);
+    shared.hub.replace_node(node, Vec::new(), counts);
+    shared.users.replace_node(node, Vec::new());
+}
+
+/// Whether an app's sockets hear `subscription_count`.
+fn counts_of(shared: &Shared, app: &str) -> bool {
+    shared
+        .apps
+        .by_id(app)
+        .is_some_and(|app| app.config.subscription_count)
+}
+
 /// Acts on one message from another node.
 fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
     let Ok(envelope) = serde_json::from_slice::<Envelope>(payload) else {
         return;
     };
-    if envelope.node == bus.node {
+    if *envelope.node == *bus.node {
         return;
     }
-    let app: Arc<str> = envelope.app.into();
+    let node: NodeId = envelope.node.into();
+    let new = (bus.nodes()).heard(&node, envelope.since, Instant::now());
+    if new {
+        debug!(%node, "heard a new node");
+        bus.elect();
+        // A node that was taken for dead but is alive again has its changes
+        // since then only as a snapshot.
+        let full = matches!(
+            envelope.message,
+            Message::Snapshot(_) | Message::SyncRequest | Message::Bye
+        );
+        if !full {
+            bus.send(Message::SyncRequest);
+        }
+    }
     match envelope.message {
         Message::Event {
+            app,
             channel,
             frame,
             except,
@@ -291,6 +507,7 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
             let Ok(channel) = ChannelName::parse(&channel) else {
                 return;
             };
+            let app: Arc<str> = app.into();
             let except = except.as_deref().and_then(|id| SocketId::parse(id).ok());
             let frame = Frame::from(frame);
             let hub = &shared.hub;
@@ -304,9 +521,89 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
                 }
             }
         }
-        Message::TerminateUser { user_id } => {
-            shared.users.terminate(&app, &user_id);
+        Message::TerminateUser { app, user_id } => {
+            shared.users.terminate(&app.into(), &user_id);
         }
         Message::CancelJob { job_id } => shared.jobs.stop_attempt(job_id),
+        Message::Sockets {
+            app,
+            channel,
+            count,
+        } => change(shared, &node, &app, &channel, RemoteChange::Sockets(count)),
+        Message::MemberJoined {
+            app,
+            channel,
+            user_id,
+            user_info,
+        } => {
+            let joined = RemoteChange::Joined(user_id.into(), user_info);
+            change(shared, &node, &app, &channel, joined);
+        }
+        Message::MemberLeft {
+            app,
+            channel,
+            user_id,
+        } => change(
+            shared,
+            &node,
+            &app,
+            &channel,
+            RemoteChange::Left(user_id.into()),
+        ),
+        Message::UserOnline { app, user_id } => {
+            (shared.users).set_remote(&app.into(), &user_id.into(), &node, true);
+        }
+        Message::UserOffline { app, user_id } => {
+            (shared.users).set_remote(&app.into(), &user_id.into(), &node, false);
+        }
+        Message::Heartbeat => {}
+        Message::SyncRequest => bus.enqueue(Outbound::Snapshot),
+        Message::Snapshot(snapshot) => apply_snapshot(shared, &node, snapshot),
+        Message::Bye => {
+            info!(%node, "a node left");
+            bus.nodes().forget(&node);
+            bus.elect();
+            forget(shared, &node);
+        }
+    }
+}
+
+/// Applies one change another node reports about its part of a channel.
+fn change(shared: &Shared, node: &NodeId, app: &str, channel: &str, change: RemoteChange) {
+    let Ok(channel) = ChannelName::parse(channel) else {
+        return;
+    };
+    let counts = counts_of(shared, app);
+    (shared.hub).apply_remote(&app.into(), &channel, node, change, counts);
+}
+
+/// Replaces what this node knew of another with that node's snapshot.
+fn apply_snapshot(shared: &Shared, node: &NodeId, snapshot: Snapshot) {
+    let shares = snapshot.channels.into_iter().filter_map(|part| {
+        let channel = ChannelName::parse(&part.channel).ok()?;
+        let members = part.members.into_iter();
+        let share = Share {
+            sockets: part.sockets,
+            members: members.map(|(id, info)| (id.into(), info)).collect(),
+        };
+        Some(ChannelShare {
+            app: part.app.into(),
+            channel,
+            share,
+        })
+    });
+    let counts = |app: &str| counts_of(shared, app);
+    shared.hub.replace_node(node, shares.collect(), counts);
+    let users = snapshot.users.into_iter();
+    let users = users.map(|(app, user)| (app.into(), user.into()));
+    shared.users.replace_node(node, users.collect());
+    for cached in snapshot.cached {
+        if let Ok(channel) = ChannelName::parse(&cached.channel) {
+            let keep = Duration::from_millis(cached.ttl_ms);
+            let frame = Frame::from(cached.frame);
+            shared
+                .hub
+                .keep_if_absent(&cached.app.into(), &channel, frame, keep);
+        }
     }
 }

@@ -124,6 +124,13 @@ pub struct ClusterConfig {
     /// Put before every Redis key and channel, so that several deployments can
     /// share one Redis.
     pub prefix: String,
+    /// How often a node tells the others it is alive.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// A node silent this long is taken for dead: the others drop its sockets and
+    /// presence members.
+    #[serde(with = "humantime_serde")]
+    pub node_timeout: Duration,
 }
 
 /// `[webhooks]`: delivery of results to callback URLs, and Pusher's webhooks.
@@ -741,6 +748,14 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
     }
     if config.cluster.enabled && !config.cluster.redis_url.starts_with("redis://") {
         errors.push("cluster.redis_url", "must be a redis:// URL");
+    }
+    if config.cluster.heartbeat.is_zero() {
+        errors.push("cluster.heartbeat", "must be longer than zero");
+    }
+    if config.cluster.node_timeout < config.cluster.heartbeat * 2 {
+        let message = "must be at least twice cluster.heartbeat, or a node that is only \
+                       a little late is taken for dead";
+        errors.push("cluster.node_timeout", message);
     }
     validate_store(&config.store, errors);
     if config.demo.enabled && !config.apps.iter().any(|a| a.id == config.demo.app) {

@@ -1,5 +1,6 @@
 //! The hub: which sockets are on which channel of which app, and the presence
-//! rosters, on this node.
+//! rosters, on this node; in a cluster, merged with what the other nodes report of
+//! the same channels, so that counts, rosters and member events are cluster-wide.
 //!
 //! Channels live in a `DashMap`, so operations on different channels rarely contend.
 //! Everything that must happen together for one channel (adding a subscriber, telling
@@ -10,16 +11,21 @@
 
 mod peer;
 mod presence;
+mod remote;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use serde_json::Value;
 use tokio::time::Instant;
 
 pub use peer::{Frame, Outgoing, Peer};
 pub use presence::{InvalidMember, Member, Roster};
+pub use remote::{NodeId, RemoteChange, Share};
+
+use remote::Remote;
 
 use crate::delivery::pusher_webhooks::Notifier;
 use crate::protocol::{ChannelKind, ChannelName, SocketId, frame};
@@ -30,10 +36,78 @@ type ChannelKey = (Arc<str>, ChannelName);
 /// Sockets and members of one channel.
 #[derive(Debug, Default)]
 struct Channel {
-    /// Each subscribed socket, with the presence user it joined as.
+    /// Each subscribed socket here, with the presence user it joined as.
     subscribers: HashMap<SocketId, Subscriber>,
-    /// Present on presence channels only.
+    /// This node's members; present on presence channels only.
     roster: Option<Roster>,
+    /// What the other nodes of a cluster hold of the channel, once one reports
+    /// anything.
+    remote: Option<Box<Remote>>,
+}
+
+impl Channel {
+    /// Sockets subscribed anywhere in the cluster.
+    fn total(&self) -> usize {
+        self.subscribers.len() + self.remote.as_ref().map_or(0, |remote| remote.sockets())
+    }
+
+    /// Whether the user has a socket on the channel on any node.
+    fn is_present(&self, user_id: &str) -> bool {
+        self.roster.as_ref().is_some_and(|r| r.contains(user_id))
+            || self.remote.as_ref().is_some_and(|r| r.has_user(user_id))
+    }
+
+    /// The info a user joined with, here or elsewhere.
+    fn info_of(&self, user_id: &str) -> Value {
+        let here = self.roster.as_ref().and_then(|r| r.info_of(user_id));
+        let there = || self.remote.as_ref().and_then(|r| r.info_of(user_id));
+        here.or_else(there).cloned().unwrap_or(Value::Null)
+    }
+
+    /// Every member anywhere, a user on several nodes more than once.
+    fn members(&self) -> impl Iterator<Item = (&Arc<str>, &Value)> {
+        let here = self.roster.iter().flat_map(Roster::members);
+        here.chain(self.remote.iter().flat_map(|remote| remote.members()))
+    }
+
+    /// Distinct presence users anywhere.
+    fn user_count(&self) -> usize {
+        match &self.remote {
+            None => self.roster.as_ref().map_or(0, Roster::len),
+            Some(_) => self
+                .members()
+                .map(|(id, _)| id)
+                .collect::<HashSet<_>>()
+                .len(),
+        }
+    }
+
+    /// Whether nothing here or on another node keeps the channel alive.
+    fn is_unused(&self) -> bool {
+        self.subscribers.is_empty() && self.remote.as_ref().is_none_or(|r| r.is_empty())
+    }
+
+    /// The `subscription_succeeded` frame, with the roster of the whole cluster on a
+    /// presence channel.
+    fn succeeded(&self, channel: &ChannelName) -> Frame {
+        let data = match self.roster {
+            Some(_) => presence::succeeded_data(self.members()),
+            None => "{}".to_owned(),
+        };
+        Frame::from(frame::subscription_succeeded(channel.as_str(), &data))
+    }
+
+    fn tell(&self, frame: &Frame) {
+        for subscriber in self.subscribers.values() {
+            subscriber.peer.send(frame.clone());
+        }
+    }
+
+    /// Queues the channel's cluster-wide `subscription_count` to its sockets here.
+    fn tell_count(&self, channel: &ChannelName) {
+        let count = frame::subscription_count(channel.as_str(), self.total());
+        self.tell(&Frame::from(count));
+    }
 }
 
 #[derive(Debug)]
@@ -66,7 +140,19 @@ struct Retained {
     until: Instant,
 }
 
-/// Channels and their subscribers on this node.
+/// One node's part of one channel, as a snapshot for the other nodes carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelShare {
+    /// The app the channel belongs to.
+    pub app: Arc<str>,
+    /// The channel.
+    pub channel: ChannelName,
+    /// The node's sockets and members there.
+    pub share: Share,
+}
+
+/// Channels and their subscribers on this node, and what the other nodes of a
+/// cluster hold of the same channels.
 #[derive(Debug, Default)]
 pub struct Hub {
     channels: DashMap<ChannelKey, Channel>,
@@ -111,9 +197,15 @@ impl Hub {
         &self.webhooks
     }
 
+    /// Whether this node reports occupancy and membership to Pusher webhooks. In a
+    /// cluster one node speaks for all, so that each event is sent once.
+    fn speaks(&self) -> bool {
+        self.bus.as_ref().is_none_or(|bus| bus.speaks_for_cluster())
+    }
+
     /// Adds `peer` to `channel` and queues `subscription_succeeded` to it. On a
     /// presence channel `member` is the user it joins as; the others hear
-    /// `member_added` if this is the user's first socket there.
+    /// `member_added` if this is the user's first socket there on any node.
     ///
     /// Subscribing a socket that is already subscribed changes nothing but sends
     /// `subscription_succeeded` again. With `counts`, the sockets of a non-presence
@@ -140,65 +232,63 @@ impl Hub {
 
         // A repeated subscribe is answered again but not counted twice.
         if state.subscribers.contains_key(&peer.socket_id) {
-            let data = state.roster.as_ref().map(Roster::succeeded_data);
-            peer.send(succeeded(channel, data.as_deref()));
+            peer.send(state.succeeded(channel));
             return Ok(());
         }
-        let first_subscriber = state.subscribers.is_empty();
-
-        let (Some(roster), Some(member)) = (state.roster.as_mut(), member) else {
-            state.subscribers.insert(
-                peer.socket_id.clone(),
-                Subscriber {
-                    peer: Arc::clone(peer),
-                    user_id: None,
-                },
-            );
-            if first_subscriber {
-                self.webhooks.channel_occupied(app, channel);
-            }
-            peer.send(succeeded(channel, None));
-            self.replay(&key, peer);
-            if counts {
-                tell_count(channel, state);
-            }
-            return Ok(());
-        };
-
-        if !roster.contains(&member.user_id) && roster.len() >= max_members {
+        let member = member.filter(|_| state.roster.is_some());
+        if let Some(member) = &member
+            && !state.is_present(&member.user_id)
+            && state.user_count() >= max_members
+        {
             drop(entry);
-            self.remove_if_empty(app, channel);
+            self.remove_if_unused(&key);
             return Err(SubscribeRefusal::PresenceFull(max_members));
         }
-        let first_socket = roster.join(&member);
-        if first_subscriber {
-            self.webhooks.channel_occupied(app, channel);
-        }
-        if first_socket {
-            self.webhooks.member_added(app, channel, &member.user_id);
-        }
-        peer.send(succeeded(channel, Some(&roster.succeeded_data())));
-        self.replay(&key, peer);
-        if first_socket {
-            let added = Frame::from(frame::member_added(channel.as_str(), &member.added_data()));
-            for subscriber in state.subscribers.values() {
-                subscriber.peer.send(added.clone());
+
+        let was_empty = state.total() == 0;
+        let first_anywhere = member
+            .as_ref()
+            .is_some_and(|member| !state.is_present(&member.user_id));
+        let first_here = match (&mut state.roster, &member) {
+            (Some(roster), Some(member)) => roster.join(member),
+            _ => false,
+        };
+        if self.speaks() {
+            if was_empty {
+                self.webhooks.channel_occupied(app, channel);
+            }
+            if let Some(member) = member.as_ref().filter(|_| first_anywhere) {
+                self.webhooks.member_added(app, channel, &member.user_id);
             }
         }
-        state.subscribers.insert(
-            peer.socket_id.clone(),
-            Subscriber {
-                peer: Arc::clone(peer),
-                user_id: Some(member.user_id),
-            },
-        );
+        peer.send(state.succeeded(channel));
+        self.replay(&key, peer);
+        if let Some(member) = member.as_ref().filter(|_| first_anywhere) {
+            let added = frame::member_added(channel.as_str(), &member.added_data());
+            state.tell(&Frame::from(added));
+        }
+        let user_id = member.as_ref().map(|member| Arc::clone(&member.user_id));
+        let subscriber = Subscriber {
+            peer: Arc::clone(peer),
+            user_id,
+        };
+        state.subscribers.insert(peer.socket_id.clone(), subscriber);
+        if counts && state.roster.is_none() {
+            state.tell_count(channel);
+        }
+        if let Some(bus) = &self.bus {
+            if let Some(member) = member.as_ref().filter(|_| first_here) {
+                bus.member_joined(app, channel, member);
+            }
+            bus.sockets(app, channel, state.subscribers.len());
+        }
         Ok(())
     }
 
     /// Removes a socket from a channel; on a presence channel the others hear
-    /// `member_removed` if it was the user's last socket there. Returns whether the
-    /// socket was subscribed. With `counts`, the sockets left on a non-presence
-    /// channel hear its new `subscription_count`.
+    /// `member_removed` if it was the user's last socket there on any node. Returns
+    /// whether the socket was subscribed. With `counts`, the sockets left on a
+    /// non-presence channel hear its new `subscription_count`.
     pub fn unsubscribe(
         &self,
         app: &Arc<str>,
@@ -213,28 +303,168 @@ impl Hub {
         let Some(gone) = state.subscribers.remove(socket_id) else {
             return false;
         };
-        let last_socket = match (state.roster.as_mut(), gone.user_id.as_ref()) {
+        let last_here = match (state.roster.as_mut(), gone.user_id.as_ref()) {
             (Some(roster), Some(user_id)) => roster.leave(user_id).then_some(user_id),
             _ => None,
         };
-        if let Some(user_id) = last_socket {
-            let removed = Frame::from(frame::member_removed(channel.as_str(), user_id));
-            for subscriber in state.subscribers.values() {
-                subscriber.peer.send(removed.clone());
+        if let Some(bus) = &self.bus {
+            if let Some(user_id) = last_here {
+                bus.member_left(app, channel, user_id);
             }
-            self.webhooks.member_removed(app, channel, user_id);
+            bus.sockets(app, channel, state.subscribers.len());
         }
-        let empty = state.subscribers.is_empty();
-        if empty {
-            self.webhooks.channel_vacated(app, channel);
+        let speaks = self.speaks();
+        if let Some(user_id) = last_here.filter(|id| !state.is_present(id)) {
+            state.tell(&Frame::from(frame::member_removed(
+                channel.as_str(),
+                user_id,
+            )));
+            if speaks {
+                self.webhooks.member_removed(app, channel, user_id);
+            }
+        }
+        if state.total() == 0 {
+            if speaks {
+                self.webhooks.channel_vacated(app, channel);
+            }
         } else if counts && state.roster.is_none() {
-            tell_count(channel, &state);
+            state.tell_count(channel);
         }
+        let unused = state.is_unused();
         drop(state);
-        if empty {
-            self.remove_if_empty(app, channel);
+        if unused {
+            self.remove_if_unused(&key);
         }
         true
+    }
+
+    /// Applies what another node reports of its part of a channel: the sockets here
+    /// hear `member_added`, `member_removed` and (with `counts`) the new
+    /// `subscription_count` where the cluster-wide picture changed, and webhooks
+    /// hear of it if this node speaks for the cluster.
+    pub fn apply_remote(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        node: &NodeId,
+        change: RemoteChange,
+        counts: bool,
+    ) {
+        let key = (Arc::clone(app), channel.clone());
+        // Under the channel's lock, so that a socket subscribing meanwhile sees
+        // either the old roster and then the change, or the new roster.
+        let mut entry = self.channels.entry(key.clone()).or_default();
+        let state = entry.value_mut();
+        let total_before = state.total();
+        let members_before: Vec<(Arc<str>, bool)> = touched_users(state, node, &change)
+            .into_iter()
+            .map(|id| {
+                let present = state.is_present(&id);
+                (id, present)
+            })
+            .collect();
+        let remote = state.remote.get_or_insert_default();
+        remote.apply(node, change);
+        if remote.is_empty() {
+            state.remote = None;
+        }
+
+        let speaks = self.speaks();
+        let total_after = state.total();
+        if speaks && total_before == 0 && total_after > 0 {
+            self.webhooks.channel_occupied(app, channel);
+        }
+        for (user_id, was_present) in members_before {
+            match (was_present, state.is_present(&user_id)) {
+                (false, true) if channel.kind() == ChannelKind::Presence => {
+                    let member = Member {
+                        user_id: Arc::clone(&user_id),
+                        user_info: state.info_of(&user_id),
+                    };
+                    let added = frame::member_added(channel.as_str(), &member.added_data());
+                    state.tell(&Frame::from(added));
+                    if speaks {
+                        self.webhooks.member_added(app, channel, &user_id);
+                    }
+                }
+                (true, false) => {
+                    let removed = frame::member_removed(channel.as_str(), &user_id);
+                    state.tell(&Frame::from(removed));
+                    if speaks {
+                        self.webhooks.member_removed(app, channel, &user_id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if speaks && total_before > 0 && total_after == 0 {
+            self.webhooks.channel_vacated(app, channel);
+        }
+        if counts && state.roster.is_none() && total_before != total_after {
+            state.tell_count(channel);
+        }
+        let unused = state.is_unused();
+        drop(entry);
+        if unused {
+            self.remove_if_unused(&key);
+        }
+    }
+
+    /// Replaces everything `node` holds with `shares`, as its snapshot says; with
+    /// no shares, forgets the node. `counts` tells whether an app's sockets hear
+    /// `subscription_count`.
+    pub fn replace_node(
+        &self,
+        node: &NodeId,
+        shares: Vec<ChannelShare>,
+        counts: impl Fn(&str) -> bool,
+    ) {
+        let mut stale: HashSet<ChannelKey> = self
+            .channels
+            .iter()
+            .filter(|entry| {
+                let remote = entry.value().remote.as_ref();
+                remote.is_some_and(|remote| remote.share(node).is_some())
+            })
+            .map(|entry| entry.key().clone())
+            .collect();
+        for ChannelShare {
+            app,
+            channel,
+            share,
+        } in shares
+        {
+            stale.remove(&(Arc::clone(&app), channel.clone()));
+            let counts = counts(&app);
+            self.apply_remote(&app, &channel, node, RemoteChange::Replace(share), counts);
+        }
+        for (app, channel) in stale {
+            let empty = RemoteChange::Replace(Share::default());
+            self.apply_remote(&app, &channel, node, empty, counts(&app));
+        }
+    }
+
+    /// This node's part of every channel it has subscribers on, for a snapshot.
+    pub fn local_shares(&self) -> Vec<ChannelShare> {
+        self.channels
+            .iter()
+            .filter(|entry| !entry.value().subscribers.is_empty())
+            .map(|entry| {
+                let ((app, channel), state) = (entry.key(), entry.value());
+                let members = state.roster.iter().flat_map(Roster::members);
+                let share = Share {
+                    sockets: state.subscribers.len(),
+                    members: members
+                        .map(|(id, info)| (Arc::clone(id), info.clone()))
+                        .collect(),
+                };
+                ChannelShare {
+                    app: Arc::clone(app),
+                    channel: channel.clone(),
+                    share,
+                }
+            })
+            .collect()
     }
 
     /// Queues `frame` to every socket on the channel except `except`, on this node
@@ -310,16 +540,16 @@ impl Hub {
             frame: frame.clone(),
             until: Instant::now() + keep,
         };
-        self.retained.insert(key, retained);
+        self.retained.insert(key.clone(), retained);
         for (socket_id, subscriber) in &state.subscribers {
             if Some(socket_id) != except {
                 subscriber.peer.send(frame.clone());
             }
         }
-        let empty = state.subscribers.is_empty();
+        let unused = state.is_unused();
         drop(state);
-        if empty {
-            self.remove_if_empty(app, channel);
+        if unused {
+            self.remove_if_unused(&key);
         }
     }
 
@@ -368,6 +598,41 @@ impl Hub {
         Some((data, left))
     }
 
+    /// Every cache channel's kept frame with the time it has left, for another
+    /// node that starts without them.
+    pub fn cached_frames(&self) -> Vec<(Arc<str>, ChannelName, Frame, Duration)> {
+        let now = Instant::now();
+        self.retained
+            .iter()
+            .filter(|entry| entry.key().1.is_cache())
+            .filter_map(|entry| {
+                let left = entry.value().until.checked_duration_since(now)?;
+                let (app, channel) = entry.key();
+                Some((
+                    Arc::clone(app),
+                    channel.clone(),
+                    entry.value().frame.clone(),
+                    left,
+                ))
+            })
+            .collect()
+    }
+
+    /// Keeps a frame another node had cached, unless one is kept here already.
+    pub fn keep_if_absent(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        frame: Frame,
+        keep: Duration,
+    ) {
+        let key = (Arc::clone(app), channel.clone());
+        self.retained.entry(key).or_insert_with(|| Retained {
+            frame,
+            until: Instant::now() + keep,
+        });
+    }
+
     /// The counts of one channel; zero when nobody is subscribed.
     pub fn stats(&self, app: &Arc<str>, channel: &ChannelName) -> ChannelStats {
         let key = (Arc::clone(app), channel.clone());
@@ -377,11 +642,12 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// Every occupied channel of `app` whose name starts with `prefix`.
+    /// Every channel of `app` occupied on any node whose name starts with `prefix`.
     pub fn occupied(&self, app: &str, prefix: &str) -> Vec<(ChannelName, ChannelStats)> {
         self.channels
             .iter()
             .filter(|entry| &*entry.key().0 == app && entry.key().1.as_str().starts_with(prefix))
+            .filter(|entry| entry.value().total() > 0)
             .map(|entry| (entry.key().1.clone(), stats_of(entry.value())))
             .collect()
     }
@@ -398,51 +664,36 @@ impl Hub {
         state.subscribers.get(socket_id)?.user_id.clone()
     }
 
-    /// The user ids on a presence channel.
+    /// The user ids on a presence channel, on every node.
     pub fn user_ids(&self, app: &Arc<str>, channel: &ChannelName) -> Vec<String> {
         let key = (Arc::clone(app), channel.clone());
         let Some(state) = self.channels.get(&key) else {
             return Vec::new();
         };
-        let ids = state
-            .roster
-            .as_ref()
-            .map(|r| r.user_ids().map(str::to_owned));
-        ids.into_iter().flatten().collect()
+        let ids: HashSet<&Arc<str>> = state.members().map(|(id, _)| id).collect();
+        ids.into_iter().map(|id| id.to_string()).collect()
     }
 
-    /// Drops a channel's entry once its last subscriber has left, so that empty
-    /// channels cost nothing.
-    fn remove_if_empty(&self, app: &Arc<str>, channel: &ChannelName) {
-        let key = (Arc::clone(app), channel.clone());
-        self.channels
-            .remove_if(&key, |_, state| state.subscribers.is_empty());
+    /// Drops a channel's entry once nothing here or elsewhere keeps it, so that
+    /// empty channels cost nothing.
+    fn remove_if_unused(&self, key: &ChannelKey) {
+        self.channels.remove_if(key, |_, state| state.is_unused());
     }
 }
 
-/// Queues a channel's `subscription_count` to its sockets.
-fn tell_count(channel: &ChannelName, state: &Channel) {
-    let count = Frame::from(frame::subscription_count(
-        channel.as_str(),
-        state.subscribers.len(),
-    ));
-    for subscriber in state.subscribers.values() {
-        subscriber.peer.send(count.clone());
+/// The users a remote change may bring or take away.
+fn touched_users(state: &Channel, node: &str, change: &RemoteChange) -> Vec<Arc<str>> {
+    match &state.remote {
+        Some(remote) => remote.touched_by(node, change),
+        None => Remote::default().touched_by(node, change),
     }
 }
 
 fn stats_of(state: &Channel) -> ChannelStats {
     ChannelStats {
-        subscription_count: state.subscribers.len(),
-        user_count: state.roster.as_ref().map_or(0, Roster::len),
+        subscription_count: state.total(),
+        user_count: state.user_count(),
     }
-}
-
-fn succeeded(channel: &ChannelName, data: Option<&str>) -> Frame {
-    Frame::from(frame::subscription_succeeded(
-        channel.as_str(),
-        data.unwrap_or("{}"),
-    ))
 }
 
 #[cfg(test)]
@@ -524,5 +775,57 @@ mod tests {
         assert_eq!(hub.occupied("a", "").len(), 1);
         assert!(hub.unsubscribe(&app, &channel, &p.socket_id, false));
         assert!(hub.occupied("a", "").is_empty());
+    }
+
+    #[test]
+    fn members_on_other_nodes_join_and_leave_once_for_the_cluster() {
+        let hub = Hub::new();
+        let app: Arc<str> = "a".into();
+        let channel = ChannelName::parse("presence-room").unwrap();
+        let (east, west): (NodeId, NodeId) = ("east".into(), "west".into());
+        let watcher = peer("1.1");
+        hub.subscribe(&app, &channel, &watcher, member("w"), 100, false)
+            .unwrap();
+
+        let joined = || RemoteChange::Joined("u".into(), serde_json::json!({"n": 1}));
+        hub.apply_remote(&app, &channel, &east, joined(), false);
+        hub.apply_remote(&app, &channel, &west, joined(), false);
+        hub.apply_remote(&app, &channel, &east, RemoteChange::Sockets(2), false);
+        assert_eq!(hub.stats(&app, &channel).user_count, 2);
+        assert_eq!(hub.stats(&app, &channel).subscription_count, 3);
+
+        // A local socket of the same user is no news either.
+        let tab = peer("2.1");
+        hub.subscribe(&app, &channel, &tab, member("u"), 100, false)
+            .unwrap();
+        hub.unsubscribe(&app, &channel, &tab.socket_id, false);
+        hub.apply_remote(&app, &channel, &east, RemoteChange::Left("u".into()), false);
+        hub.replace_node(&west, Vec::new(), |_| false);
+        assert_eq!(
+            names(&watcher),
+            [
+                "pusher_internal:subscription_succeeded",
+                "pusher_internal:member_added",
+                "pusher_internal:member_removed"
+            ]
+        );
+        let mut ids = hub.user_ids(&app, &channel);
+        ids.sort();
+        assert_eq!(ids, ["w"]);
+    }
+
+    #[test]
+    fn a_channel_occupied_only_elsewhere_is_listed_until_that_node_empties_it() {
+        let hub = Hub::new();
+        let app: Arc<str> = "a".into();
+        let channel = ChannelName::parse("news").unwrap();
+        let node: NodeId = "east".into();
+        hub.apply_remote(&app, &channel, &node, RemoteChange::Sockets(4), false);
+        let listed = hub.occupied("a", "");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1.subscription_count, 4);
+        hub.apply_remote(&app, &channel, &node, RemoteChange::Sockets(0), false);
+        assert!(hub.occupied("a", "").is_empty());
+        assert!(hub.channels.is_empty(), "no entry left behind");
     }
 }

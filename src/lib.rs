@@ -7,8 +7,8 @@
 //! - [`config`]: the typed configuration, from `config.toml` and `HERALD_*` variables.
 //! - [`protocol`]: the Pusher wire vocabulary: frames, names, codes, signatures.
 //! - [`apps`]: the apps served, looked up by id or key, with their connection quota.
-//! - [`hub`]: channels, subscribers and presence rosters on this node.
-//! - [`cluster`]: the bus that carries channel events between nodes (Redis).
+//! - [`hub`]: channels, subscribers and presence rosters, cluster-wide.
+//! - [`cluster`]: the bus between nodes (Redis): events, shared state, heartbeats.
 //! - [`connection`]: one WebSocket's task.
 //! - [`users`]: signed-in users, their sockets and watchlists.
 //! - [`jobs`]: the event pipeline: jobs, handlers, workers, uploaded files.
@@ -66,9 +66,7 @@ where
         false => (None, None),
     };
     let shared = Arc::new(Shared::new(config, jobs, sender, webhooks, bus));
-    if let Some(tasks) = bus_tasks {
-        cluster::spawn(&shared, tasks);
-    }
+    let publisher = bus_tasks.and_then(|tasks| cluster::spawn(&shared, tasks));
     let router = api::router(Arc::clone(&shared));
     jobs::spawn_workers(&shared).await;
     delivery::spawn_sender(&shared).await;
@@ -103,16 +101,20 @@ where
 
     // Sockets were told to close when shutdown began; give them time to finish.
     shared.tracker.close();
-    match tokio::time::timeout(grace, shared.tracker.wait()).await {
-        Ok(()) => info!("herald stopped"),
-        Err(_) => {
-            warn!(
-                open = shared.tracker.len(),
-                "tasks still running after the grace period"
-            );
-            shared.jobs.hand_back().await;
-        }
+    let finished = tokio::time::timeout(grace, shared.tracker.wait()).await;
+    if finished.is_err() {
+        warn!(
+            open = shared.tracker.len(),
+            "tasks still running after the grace period"
+        );
+        shared.jobs.hand_back().await;
     }
+    // Only now that its sockets have left their channels: the other nodes then
+    // drop whatever of this node they still hold.
+    if let Some(publisher) = publisher {
+        cluster::leave(&shared, publisher).await;
+    }
+    info!("herald stopped");
     Ok(())
 }
 

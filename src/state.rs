@@ -21,9 +21,9 @@ pub struct Shared {
     pub config: Config,
     /// The apps served.
     pub apps: Apps,
-    /// Channels and subscribers on this node.
+    /// Channels and subscribers, merged with the other nodes' parts.
     pub hub: Hub,
-    /// Signed-in users and their watchers on this node.
+    /// Signed-in users and their watchers.
     pub users: Users,
     /// The job store, file storage and workers' wake-ups.
     pub jobs: JobRuntime,
@@ -50,8 +50,8 @@ impl Shared {
         Shared {
             apps: Apps::new(&config.apps),
             config,
-            hub: Hub::with_webhooks(webhooks).with_bus(bus),
-            users: Users::new(),
+            hub: Hub::with_webhooks(webhooks).with_bus(bus.clone()),
+            users: Users::new().with_bus(bus),
             jobs,
             delivery,
             shutdown: CancellationToken::new(),

@@ -15,7 +15,8 @@ pub(super) async fn live() -> Json<Value> {
 }
 
 /// 200 while the server takes new sockets and requests; 503 once it shuts down,
-/// and while a node of a cluster cannot hear the others.
+/// and while a node of a cluster cannot hear the others or is still learning
+/// their state.
 pub(super) async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, Json<Value>) {
     if !shared.is_ready() {
         let body = json!({"status": "shutting_down"});
@@ -24,6 +25,11 @@ pub(super) async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, Jso
     match shared.hub.bus() {
         Some(bus) if !bus.is_connected() => {
             let body = json!({"status": "cluster_unreachable", "unpublished": bus.unpublished()});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+        }
+        // Just connected: the other nodes' state is still arriving.
+        Some(bus) if !bus.is_ready() => {
+            let body = json!({"status": "cluster_joining"});
             (StatusCode::SERVICE_UNAVAILABLE, Json(body))
         }
         _ => (StatusCode::OK, Json(json!({"status": "ready"}))),

@@ -581,7 +581,7 @@ pub(super) async fn cancel(
         Cancelled::Now(job) => {
             shared.jobs.stop_attempt(uuid);
             if let Some(bus) = shared.hub.bus() {
-                bus.cancel_job(&app.config.id, uuid);
+                bus.cancel_job(uuid);
             }
             discard_upload(&shared, uuid).await;
             let keep = shared.config.jobs.retain_results;

@@ -19,17 +19,15 @@
 //!   it (`X-Pusher-Key`, `X-Pusher-Signature`), retries it, and lists it in
 //!   `GET /deliveries` like any other.
 //!
+//! In a cluster, the hub reports occupancy and membership only on the node that
+//! speaks for the cluster, from its merged view of every node, so each event is
+//! sent once; client events and cache misses come from the node where they happen.
+//!
 //! What this module does not do:
-//! - Occupancy and membership are those of this node. Once several nodes share
-//!   traffic, a channel is occupied if any node has a subscriber, and these events
-//!   must be decided cluster-wide instead.
 //! - Events held in memory (a batch not yet written, a leave not yet due) are lost if
 //!   the process dies; a graceful shutdown writes them first.
 //! - Batches to one URL may arrive out of order: the sender runs several deliveries
 //!   to a URL at once, and a retried batch arrives after later ones.
-//! - `cache_miss` has its event, its kind and its batching here
-//!   ([`Notifier::cache_miss`]), but nothing calls it yet: cache channels are not
-//!   built. Their subscribe path should call it when nothing is cached.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Display;

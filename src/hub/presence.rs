@@ -128,16 +128,28 @@ impl Roster {
         self.members.keys().map(|id| &**id)
     }
 
-    /// The `{"presence":{ids, hash, count}}` text of `subscription_succeeded`.
-    pub fn succeeded_data(&self) -> String {
-        let ids: Vec<&str> = self.user_ids().collect();
-        let hash: Map<String, Value> = self
-            .members
-            .iter()
-            .map(|(id, (info, _))| (id.to_string(), info.clone()))
-            .collect();
-        json!({"presence": {"ids": ids, "hash": hash, "count": ids.len()}}).to_string()
+    /// Each user with their `user_info`.
+    pub fn members(&self) -> impl Iterator<Item = (&Arc<str>, &Value)> {
+        self.members.iter().map(|(id, (info, _))| (id, info))
     }
+
+    /// The info the user joined with.
+    pub fn info_of(&self, user_id: &str) -> Option<&Value> {
+        self.members.get(user_id).map(|(info, _)| info)
+    }
+}
+
+/// The `{"presence":{ids, hash, count}}` text of `subscription_succeeded`, for
+/// `members` given as (id, info); a user listed twice counts once.
+pub(super) fn succeeded_data<'a>(
+    members: impl Iterator<Item = (&'a Arc<str>, &'a Value)>,
+) -> String {
+    let mut hash = Map::new();
+    for (id, info) in members {
+        hash.entry(id.to_string()).or_insert_with(|| info.clone());
+    }
+    let ids: Vec<&String> = hash.keys().collect();
+    json!({"presence": {"ids": ids, "hash": hash, "count": ids.len()}}).to_string()
 }
 
 #[cfg(test)]

@@ -21,19 +21,36 @@ async fn three_nodes() -> (Vec<TestServer>, String) {
 
 /// `count` nodes sharing the Redis at `redis_url`.
 async fn nodes_on(redis_url: &str, count: usize) -> (Vec<TestServer>, String) {
-    let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
-    let config = format!(
+    let name = unique_name();
+    let config = node_config(redis_url, &name, "5s", "");
+    (start_nodes(count, &config).await, name)
+}
+
+/// A schema and Redis prefix no other test uses.
+pub(crate) fn unique_name() -> String {
+    format!("herald_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A node's configuration: the schema and Redis prefix `name`, heartbeats every
+/// 200 ms, `node_timeout`, and `rest` (other sections) after.
+pub(crate) fn node_config(redis_url: &str, name: &str, node_timeout: &str, rest: &str) -> String {
+    format!(
         "[store]\nurl = \"{POSTGRES}\"\nschema = \"{name}\"\n\n\
-         [cluster]\nenabled = true\nredis_url = \"{redis_url}\"\nprefix = \"{name}\"\n"
-    );
+         [cluster]\nenabled = true\nredis_url = \"{redis_url}\"\nprefix = \"{name}\"\n\
+         heartbeat = \"200ms\"\nnode_timeout = \"{node_timeout}\"\n\n{rest}"
+    )
+}
+
+/// Starts `count` nodes on `config` and waits until each has joined the others.
+pub(crate) async fn start_nodes(count: usize, config: &str) -> Vec<TestServer> {
     let mut nodes = Vec::new();
     for _ in 0..count {
-        nodes.push(TestServer::start_with(&config).await);
+        nodes.push(TestServer::start_with(config).await);
     }
     for node in &nodes {
         wait_ready(node).await;
     }
-    (nodes, name)
+    nodes
 }
 
 /// Waits until a node hears the others (`/readyz` answers 200).
@@ -42,7 +59,7 @@ pub(crate) async fn wait_ready(node: &TestServer) {
 }
 
 /// Waits until `/readyz` answers `status`, for up to ten seconds.
-async fn wait_readyz(node: &TestServer, status: u16) {
+pub(crate) async fn wait_readyz(node: &TestServer, status: u16) {
     wait_readyz_at(&node.url("/readyz"), status).await;
 }
 
@@ -61,13 +78,13 @@ pub(crate) async fn wait_readyz_at(url: &str, status: u16) {
 
 /// A Redis server of this test's own, on a free loopback port, that the test may
 /// stop and start again. Stopped when dropped.
-struct OwnRedis {
+pub(crate) struct OwnRedis {
     port: u16,
     process: Option<tokio::process::Child>,
 }
 
 impl OwnRedis {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -81,12 +98,12 @@ impl OwnRedis {
         redis
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Starts (again) on the same port, and waits until it answers.
-    async fn resume(&mut self) {
+    pub(crate) async fn resume(&mut self) {
         let process = tokio::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -108,7 +125,7 @@ impl OwnRedis {
     }
 
     /// Stops it, as a crash would.
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             let _ = process.kill().await;
         }

@@ -8,6 +8,7 @@
 mod channels;
 mod cli;
 mod cluster;
+mod cluster_state;
 mod connection;
 mod delivery;
 mod delivery_kit;

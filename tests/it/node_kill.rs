@@ -32,10 +32,10 @@ const MAX_LOG_LINES: usize = 10_000;
 const SIGKILL: i32 = 9;
 
 /// A Herald node running as its own process, killed when dropped.
-struct ProcessNode {
+pub(crate) struct ProcessNode {
     child: Child,
     /// `http://127.0.0.1:<port>`, as its start-up line announced.
-    base: String,
+    pub(crate) base: String,
     /// Its standard output and error so far, for failure messages.
     log: Arc<Mutex<String>>,
     _dir: Scratch,
@@ -44,7 +44,7 @@ struct ProcessNode {
 impl ProcessNode {
     /// Starts the binary with `toml` as its `--config` on a free port, in a scratch
     /// directory named after `name`, and waits until it is ready.
-    async fn start(name: &str, toml: &str) -> ProcessNode {
+    pub(crate) async fn start(name: &str, toml: &str) -> ProcessNode {
         let dir = Scratch::new(name);
         let config = dir.file("herald.toml", toml);
         let mut child = herald(&dir)
@@ -69,7 +69,7 @@ impl ProcessNode {
             };
             let line = strip_ansi(&line);
             push_line(&log, &line);
-            if line.contains("demo-app") {
+            if line.contains("herald listening") {
                 port = port_after_loopback(&line);
                 if port.is_some() {
                     break;
@@ -119,7 +119,7 @@ impl ProcessNode {
 
     /// Sends SIGKILL to the process through its own handle, and waits until it is
     /// gone: nothing of it runs on, no shutdown, no hand-back.
-    async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         self.child.start_kill().expect("SIGKILL sent");
         let status = tokio::time::timeout(WAIT, self.child.wait())
             .await

@@ -1,0 +1,96 @@
+//! The other nodes this node hears: when each started and when it last spoke, to
+//! tell which are gone and which one speaks for the cluster.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::hub::NodeId;
+
+/// What is known of one other node.
+#[derive(Debug)]
+struct Seen {
+    since: u64,
+    last: Instant,
+}
+
+/// The other live nodes.
+#[derive(Debug, Default)]
+pub(super) struct Nodes {
+    nodes: HashMap<NodeId, Seen>,
+}
+
+impl Nodes {
+    /// Notes that `node`, started at `since`, just spoke. Returns true if it was not
+    /// known.
+    pub(super) fn heard(&mut self, node: &str, since: u64, now: Instant) -> bool {
+        match self.nodes.get_mut(node) {
+            Some(seen) => {
+                seen.last = now;
+                false
+            }
+            None => {
+                self.nodes.insert(node.into(), Seen { since, last: now });
+                true
+            }
+        }
+    }
+
+    /// Forgets a node; returns whether it was known.
+    pub(super) fn forget(&mut self, node: &str) -> bool {
+        self.nodes.remove(node).is_some()
+    }
+
+    /// Counts every node as heard now: after this node could not listen for a
+    /// while, the others get a full timeout to speak again before they are
+    /// declared gone.
+    pub(super) fn refresh_all(&mut self, now: Instant) {
+        for seen in self.nodes.values_mut() {
+            seen.last = now;
+        }
+    }
+
+    /// Removes and returns the nodes silent for longer than `timeout`.
+    pub(super) fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<NodeId> {
+        let gone: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, seen)| now.duration_since(seen.last) > timeout)
+            .map(|(node, _)| NodeId::clone(node))
+            .collect();
+        for node in &gone {
+            self.nodes.remove(node);
+        }
+        gone
+    }
+
+    /// Whether a node that started at `since` with id `me` is the oldest live node
+    /// (ties broken by id), and so speaks for the cluster.
+    pub(super) fn is_oldest(&self, me: &str, since: u64) -> bool {
+        self.nodes
+            .iter()
+            .all(|(node, seen)| (since, me) < (seen.since, &**node))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_live_node_speaks_and_silent_nodes_expire() {
+        let start = Instant::now();
+        let mut nodes = Nodes::default();
+        assert!(nodes.is_oldest("b", 20));
+        assert!(nodes.heard("a", 10, start));
+        assert!(!nodes.heard("a", 10, start));
+        assert!(!nodes.is_oldest("b", 20));
+        nodes.heard("c", 20, start + Duration::from_secs(5));
+        assert!(!nodes.is_oldest("b", 20), "a is older still");
+
+        let gone = nodes.expire(start + Duration::from_secs(6), Duration::from_secs(3));
+        assert_eq!(gone, [NodeId::from("a")]);
+        assert!(nodes.is_oldest("b", 20), "same start, b sorts before c");
+    }
+}
