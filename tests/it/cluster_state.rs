@@ -302,6 +302,32 @@ async fn watchlists_see_users_on_every_node() {
 }
 
 #[tokio::test]
+async fn a_cache_channel_set_on_one_node_answers_on_the_others() {
+    let name = unique_name();
+    let nodes = start_nodes(3, &node_config(REDIS, &name, "5s", "")).await;
+    let (mut empty, _) = nodes[2].connect().await;
+    join_public(&mut empty, "cache-prices").await;
+    let miss = recv_event(&mut empty).await;
+    assert_eq!(miss["event"], "pusher:cache_miss", "{miss}");
+
+    nodes[0].trigger("cache-prices", "price", "42").await;
+    assert_eq!(recv_event(&mut empty).await["data"], "42");
+    for node in &nodes[1..] {
+        let (mut ws, _) = node.connect().await;
+        join_public(&mut ws, "cache-prices").await;
+        let cached = recv_event(&mut ws).await;
+        assert_eq!(
+            (cached["event"].as_str(), cached["data"].as_str()),
+            (Some("price"), Some("42"))
+        );
+        let info = channel_on(node, "cache-prices", "cache").await;
+        assert_eq!(info["cache"]["data"], "42", "{info}");
+    }
+    drop(nodes);
+    drop_schema(&name).await;
+}
+
+#[tokio::test]
 async fn a_node_that_joins_later_knows_the_cache_and_the_members() {
     let name = unique_name();
     let config = node_config(REDIS, &name, "5s", "");

@@ -1,6 +1,6 @@
 //! A node killed with SIGKILL: the jobs and deliveries it had claimed are taken over
 //! by another node sharing its PostgreSQL store and Redis, once their leases have
-//! passed. The node that dies is the real `herald` binary in a process of its own,
+//! passed. A node stopped gracefully hands its running jobs over at once. The node that dies is the real `herald` binary in a process of its own,
 //! killed by its handle; the node that takes over runs in the test. Each test has its
 //! own schema and Redis prefix.
 
@@ -14,12 +14,12 @@ use tokio::process::Child;
 use tokio::time::Instant;
 
 use crate::cli::{STARTUP, Scratch, herald, port_after_loopback, strip_ansi};
-use crate::cluster::{POSTGRES, drop_schema, wait_ready, wait_readyz_at};
+use crate::cluster::{drop_schema, node_config, unique_name, wait_ready, wait_readyz_at};
 use crate::delivery_kit::{
     Receiver, Reply, assert_signed, attempt_log, expect, id, secret, wait_delivery_status,
 };
 use crate::jobs_kit::{
-    Answer, TOKEN, Worker, http_type, jobs_config, step_kinds, wait_until_ended,
+    Answer, TOKEN, Worker, create_job, http_type, id_of, jobs_config, step_kinds, wait_until_ended,
 };
 use crate::kit::WAIT;
 use crate::support::TestServer;
@@ -145,18 +145,10 @@ fn push_line(log: &Mutex<String>, line: &str) {
     log.push('\n');
 }
 
-/// A schema and Redis prefix no other test uses.
-fn unique_name() -> String {
-    format!("herald_test_{}", uuid::Uuid::new_v4().simple())
-}
-
 /// `base` with the shared PostgreSQL store in schema `name` and the cluster on the
 /// machine's Redis under prefix `name`.
 fn on_shared_store(base: &str, name: &str) -> String {
-    format!(
-        "{base}\n[store]\nurl = \"{POSTGRES}\"\nschema = \"{name}\"\n\n\
-         [cluster]\nenabled = true\nredis_url = \"redis://127.0.0.1:6379\"\nprefix = \"{name}\"\n"
-    )
+    node_config("redis://127.0.0.1:6379", name, "5s", base)
 }
 
 #[tokio::test]
@@ -293,5 +285,43 @@ async fn a_delivery_in_flight_on_a_killed_node_is_sent_by_another() {
         .await;
 
     taker.stop().await;
+    drop_schema(&name).await;
+}
+
+#[tokio::test]
+async fn a_node_shut_down_hands_its_running_job_to_another_at_once() {
+    let worker = Worker::start(|n| match n {
+        1 => Answer::Hang,
+        _ => Answer::ok(json!({"rendered": true})),
+    })
+    .await;
+    let name = unique_name();
+    // The default lease (10 s attempt and 30 s margin) is far longer than the test:
+    // only the hand-back at shutdown can explain a quick second attempt.
+    let types = http_type("render", &worker.url, "timeout = \"10s\"");
+    let config = on_shared_store(&jobs_config("", &types), &name);
+
+    let leaving = TestServer::start_with(&config).await;
+    wait_ready(&leaving).await;
+    let body = json!({"eventType": "render", "payload": {"page": 1}});
+    let job_id = id_of(&create_job(&leaving, body).await);
+    worker.wait_for_requests(1).await;
+    let staying = TestServer::start_with(&config).await;
+    wait_ready(&staying).await;
+
+    let stopped = Instant::now();
+    leaving.stop().await;
+    let job = wait_until_ended(&staying, &job_id).await;
+    assert!(stopped.elapsed() < Duration::from_secs(10), "{job:#}");
+    assert_eq!(job["status"], "completed", "{job:#}");
+    assert_eq!(job["attempts"], 2, "{job:#}");
+    let handed_back = &job["steps"][2]["message"];
+    assert!(
+        handed_back
+            .as_str()
+            .is_some_and(|m| m.contains("server stopped")),
+        "the retry should say the server stopped: {job:#}"
+    );
+    staying.stop().await;
     drop_schema(&name).await;
 }
