@@ -84,6 +84,9 @@ pub struct Bus {
     speaks: AtomicBool,
     /// Messages that could not be published (queue full or Redis down).
     unpublished: AtomicU64,
+    /// Set when a message was dropped: the others' picture of this node may be
+    /// wrong until a snapshot follows the messages still queued.
+    resync: AtomicBool,
     nodes: Mutex<Nodes>,
 }
 
@@ -110,6 +113,7 @@ pub fn new(config: &ClusterConfig) -> (Arc<Bus>, BusTasks) {
         settled: AtomicBool::new(false),
         speaks: AtomicBool::new(false),
         unpublished: AtomicU64::new(0),
+        resync: AtomicBool::new(false),
         nodes: Mutex::new(Nodes::default()),
     };
     let tasks = BusTasks {
@@ -203,8 +207,13 @@ impl Bus {
 
     fn enqueue(&self, outbound: Outbound) {
         if self.queue.try_send(outbound).is_err() {
-            self.unpublished.fetch_add(1, Ordering::Relaxed);
+            self.lost_one();
         }
+    }
+
+    fn lost_one(&self) {
+        self.unpublished.fetch_add(1, Ordering::Relaxed);
+        self.resync.store(true, Ordering::Release);
     }
 
     /// Whether this node hears the other nodes now.
@@ -290,23 +299,30 @@ async fn publish(
 ) {
     let topic = topic(&config);
     let mut backoff = Duration::from_millis(100);
-    'connect: loop {
+    loop {
         let connection = match redis::Client::open(config.redis_url.as_str()) {
             Ok(client) => client.get_multiplexed_async_connection().await,
             Err(error) => Err(error),
         };
-        let mut connection = match connection {
-            Ok(connection) => connection,
+        match connection {
+            Ok(mut connection) => {
+                backoff = Duration::from_millis(100);
+                let sent = send_queued(&shared, &bus, &topic, &mut connection, &mut queue);
+                match sent.await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        bus.lost_one();
+                        warn!(%error, "lost the Redis connection for publishing; reconnecting");
+                    }
+                }
+            }
             Err(error) => {
                 debug!(%error, "cannot reach Redis to publish; retrying");
                 // Messages that pile up meanwhile are counted, not kept; a
-                // snapshot is sent again when the connection is back.
+                // snapshot repairs the others' picture once Redis is back.
                 while let Ok(outbound) = queue.try_recv() {
                     match outbound {
-                        Outbound::Message(_) => {
-                            bus.unpublished.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Outbound::Snapshot => {}
+                        Outbound::Message(_) | Outbound::Snapshot => bus.lost_one(),
                         Outbound::Bye => return,
                     }
                 }
@@ -315,32 +331,46 @@ async fn publish(
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        while let Some(outbound) = queue.recv().await {
-            let (bytes, last) = match outbound {
-                Outbound::Message(bytes) => (bytes, false),
-                Outbound::Snapshot => (snapshot(&shared, &bus), false),
-                Outbound::Bye => (envelope_bytes(&bus, Message::Bye), true),
-            };
-            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(&topic)
-                .arg(bytes)
-                .query_async(&mut connection)
-                .await;
-            if let Err(error) = sent {
-                bus.unpublished.fetch_add(1, Ordering::Relaxed);
-                warn!(%error, "lost the Redis connection for publishing; reconnecting");
-                continue 'connect;
-            }
-            if last {
-                return;
             }
         }
-        return;
     }
+}
+
+/// Sends queued messages in order until this node says goodbye. An error means the
+/// connection is lost, with the message being sent.
+async fn send_queued(
+    shared: &Shared,
+    bus: &Bus,
+    topic: &str,
+    connection: &mut redis::aio::MultiplexedConnection,
+    queue: &mut mpsc::Receiver<Outbound>,
+) -> redis::RedisResult<()> {
+    while let Some(outbound) = queue.recv().await {
+        let (bytes, last) = match outbound {
+            Outbound::Message(bytes) => (bytes, false),
+            Outbound::Snapshot => (snapshot(shared, bus), false),
+            Outbound::Bye => (envelope_bytes(bus, Message::Bye), true),
+        };
+        publish_bytes(connection, topic, bytes).await?;
+        if last {
+            return Ok(());
+        }
+        // A snapshot repairs what was dropped, once nothing older than it is left
+        // to send: the others apply messages in the order they come.
+        if queue.is_empty() && bus.resync.swap(false, Ordering::AcqRel) {
+            publish_bytes(connection, topic, snapshot(shared, bus)).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn publish_bytes(
+    connection: &mut redis::aio::MultiplexedConnection,
+    topic: &str,
+    bytes: Vec<u8>,
+) -> redis::RedisResult<()> {
+    let command = redis::cmd("PUBLISH").arg(topic).arg(bytes).to_owned();
+    command.query_async::<i64>(connection).await.map(drop)
 }
 
 fn envelope_bytes(bus: &Bus, message: Message) -> Vec<u8> {
