@@ -7,6 +7,12 @@
 //! sending each event to its arrival on the last socket. Linux or any Unix; the
 //! client runs in this process on the same machine, so the figures include its cost.
 //!
+//! With `FANOUT_NODES=3` it starts that many nodes of one cluster instead, on the
+//! Redis at 127.0.0.1:6379 and the PostgreSQL database `test` at 127.0.0.1:5432
+//! (a schema and prefix of its own, dropped at the end), spreads the sockets over
+//! them in turn and sends every event to the first node, so most deliveries cross
+//! Redis.
+//!
 //! Run with `cargo bench --bench fanout`.
 
 use std::time::{Duration, Instant};
@@ -28,13 +34,31 @@ fn setting(name: &str, default: usize) -> usize {
 async fn main() {
     let sockets = setting("FANOUT_SOCKETS", 2000);
     let events = setting("FANOUT_EVENTS", 200);
-    let (mut server, port) =
-        server::start_server(&[("HERALD_SERVER__OUTBOUND_QUEUE", "1024")]).await;
+    let nodes = setting("FANOUT_NODES", 1).max(1);
+    let cluster = format!("herald_bench_{}", std::process::id());
+    let mut env = vec![("HERALD_SERVER__OUTBOUND_QUEUE", "1024")];
+    if nodes > 1 {
+        env.extend([
+            ("HERALD_STORE__URL", POSTGRES),
+            ("HERALD_STORE__SCHEMA", &cluster),
+            ("HERALD_CLUSTER__ENABLED", "true"),
+            ("HERALD_CLUSTER__PREFIX", &cluster),
+        ]);
+    }
+    let mut servers = Vec::new();
+    for _ in 0..nodes {
+        let (server, port) = server::start_server(&env).await;
+        server::wait_ready(port).await;
+        servers.push((server, port));
+    }
+    let port = servers[0].1;
 
-    let url = format!("ws://127.0.0.1:{port}/app/demo-key?protocol=7&client=js&version=8.6.0");
     let subscribe = r#"{"event":"pusher:subscribe","data":{"channel":"fanout"}}"#;
     let mut readers = Vec::with_capacity(sockets);
-    for _ in 0..sockets {
+    for n in 0..sockets {
+        let node_port = servers[n % nodes].1;
+        let url =
+            format!("ws://127.0.0.1:{node_port}/app/demo-key?protocol=7&client=js&version=8.6.0");
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await
             .expect("connect");
@@ -94,7 +118,7 @@ async fn main() {
     let percentile = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
 
     let deliveries = sockets * events;
-    println!("sockets: {sockets}, events: {events}, deliveries: {deliveries}");
+    println!("nodes: {nodes}, sockets: {sockets}, events: {events}, deliveries: {deliveries}");
     println!("all delivered in {:.2} s", elapsed.as_secs_f64());
     println!(
         "deliveries per second: {:.0}",
@@ -106,6 +130,24 @@ async fn main() {
         percentile(99).as_secs_f64() * 1000.0
     );
 
-    server.start_kill().expect("stop server");
-    let _ = server.wait().await;
+    for (mut server, _) in servers {
+        server.start_kill().expect("stop server");
+        let _ = server.wait().await;
+    }
+    if nodes > 1 {
+        drop_schema(&cluster).await;
+    }
+}
+
+/// The database the nodes of a cluster share.
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+async fn drop_schema(schema: &str) {
+    let pool = sqlx::PgPool::connect(POSTGRES).await.expect("PostgreSQL");
+    // The name is made of letters, digits and underscores only.
+    let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(&pool)
+        .await
+        .expect("drop the bench's schema");
 }

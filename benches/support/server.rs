@@ -9,6 +9,7 @@ use tokio::process::Command;
 /// `env` added to its environment; returns it with the port it logged.
 pub(crate) async fn start_server(env: &[(&str, &str)]) -> (tokio::process::Child, u16) {
     let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
+    let dir = dir.join(uuid::Uuid::new_v4().simple().to_string());
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .current_dir(&dir)
@@ -35,4 +36,20 @@ pub(crate) async fn start_server(env: &[(&str, &str)]) -> (tokio::process::Child
         }
     }
     panic!("herald exited before logging its address");
+}
+
+/// Waits until the server on `port` answers 200 on `/readyz` (a cluster node does
+/// once it has joined the others), for up to ten seconds.
+#[allow(dead_code, reason = "not every benchmark starts a cluster")]
+pub(crate) async fn wait_ready(port: u16) {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    for _ in 0..200 {
+        if let Ok(answer) = reqwest::get(&url).await
+            && answer.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered 200");
 }
