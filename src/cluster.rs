@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, WebhooksConfig};
 use crate::hub::{ChannelShare, Frame, Member, NodeId, RemoteChange, Share};
 use crate::protocol::{ChannelName, SocketId};
 use crate::state::Shared;
@@ -87,7 +87,18 @@ pub struct Bus {
     /// Set when a message was dropped: the others' picture of this node may be
     /// wrong until a snapshot follows the messages still queued.
     resync: AtomicBool,
+    /// Set while the queue is full, so that a burst of drops is logged once.
+    overflowing: AtomicBool,
+    /// Set once this node began to shut down: it no longer speaks for the cluster.
+    resigned: AtomicBool,
     nodes: Mutex<Nodes>,
+    /// How long a node may be silent before the others take it for dead.
+    node_timeout: Duration,
+    /// How long before its last word a node that sends webhooks may have taken a
+    /// change in without its webhook being written yet: its leave delay, its
+    /// batch window and a heartbeat. A node taking over from it sends again what
+    /// it saw in that time.
+    handover: Duration,
 }
 
 /// The parts of the bus that run as tasks, started by [`spawn`].
@@ -97,8 +108,9 @@ pub struct BusTasks {
     queue: mpsc::Receiver<Outbound>,
 }
 
-/// A bus for `config`, and its tasks to spawn once the server's state exists.
-pub fn new(config: &ClusterConfig) -> (Arc<Bus>, BusTasks) {
+/// A bus for `config`, and its tasks to spawn once the server's state exists;
+/// `webhooks` tells how far a node taking over the cluster's webhooks looks back.
+pub fn new(config: &ClusterConfig, webhooks: &WebhooksConfig) -> (Arc<Bus>, BusTasks) {
     let (queue, receiver) = mpsc::channel(QUEUE);
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -114,7 +126,11 @@ pub fn new(config: &ClusterConfig) -> (Arc<Bus>, BusTasks) {
         speaks: AtomicBool::new(false),
         unpublished: AtomicU64::new(0),
         resync: AtomicBool::new(false),
+        overflowing: AtomicBool::new(false),
+        resigned: AtomicBool::new(false),
         nodes: Mutex::new(Nodes::default()),
+        node_timeout: config.node_timeout,
+        handover: webhooks.leave_delay + webhooks.batch_window + config.heartbeat,
     };
     let tasks = BusTasks {
         config: config.clone(),
@@ -208,6 +224,13 @@ impl Bus {
     fn enqueue(&self, outbound: Outbound) {
         if self.queue.try_send(outbound).is_err() {
             self.lost_one();
+            if !self.overflowing.swap(true, Ordering::AcqRel) {
+                warn!(
+                    capacity = QUEUE,
+                    "too many messages for the other nodes at once; dropping them until \
+                     the queue drains, then sending a snapshot"
+                );
+            }
         }
     }
 
@@ -226,6 +249,27 @@ impl Bus {
         self.is_connected() && self.settled.load(Ordering::Acquire)
     }
 
+    /// Stops speaking for the cluster and tells the others, so that the next oldest
+    /// node reports the departures of this node's sockets: at shutdown, before
+    /// they close.
+    pub fn resign(&self) {
+        // The last node keeps speaking: nobody else would report its sockets'
+        // departures.
+        if !self.nodes().any_eligible() {
+            return;
+        }
+        self.resigned.store(true, Ordering::Release);
+        self.elect();
+        self.send(Message::Resign);
+    }
+
+    /// How long this node keeps the changes it saw while another node spoke for
+    /// the cluster: long enough for that node to be taken for dead, and for what
+    /// it may not have sent by then.
+    pub fn unspoken_window(&self) -> Duration {
+        (self.node_timeout + self.handover) * 2
+    }
+
     /// Whether this node sends the cluster's Pusher webhooks about occupancy and
     /// membership: the oldest live node does.
     pub fn speaks_for_cluster(&self) -> bool {
@@ -241,13 +285,18 @@ impl Bus {
         self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Decides again whether this node speaks for the cluster.
-    fn elect(&self) {
+    /// Decides again whether this node speaks for the cluster; true if it has
+    /// just begun to.
+    fn elect(&self) -> bool {
         let oldest = self.nodes().is_oldest(&self.node, self.since);
-        let speaks = self.settled.load(Ordering::Acquire) && oldest;
-        if self.speaks.swap(speaks, Ordering::AcqRel) != speaks {
+        let speaks = self.settled.load(Ordering::Acquire)
+            && !self.resigned.load(Ordering::Acquire)
+            && oldest;
+        let spoke = self.speaks.swap(speaks, Ordering::AcqRel);
+        if spoke != speaks {
             debug!(speaks, "this node's role for cluster webhooks changed");
         }
+        speaks && !spoke
     }
 }
 
@@ -356,8 +405,12 @@ async fn send_queued(
             return Ok(());
         }
         // A snapshot repairs what was dropped, once nothing older than it is left
-        // to send: the others apply messages in the order they come.
+        // to send: the others apply messages in the order they come. What was
+        // dropped may have been a request for theirs, so it is asked for again.
         if queue.is_empty() && bus.resync.swap(false, Ordering::AcqRel) {
+            bus.overflowing.store(false, Ordering::Release);
+            let request = envelope_bytes(bus, Message::SyncRequest);
+            publish_bytes(connection, topic, request).await?;
             publish_bytes(connection, topic, snapshot(shared, bus)).await?;
         }
     }
@@ -415,6 +468,8 @@ fn snapshot(shared: &Shared, bus: &Bus) -> Vec<u8> {
 async fn subscribe(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
     let topic = topic(&config);
     let mut backoff = Duration::from_millis(100);
+    // The first failure of a run is a warning; the retries are not news.
+    let mut failing = false;
     loop {
         let listening = async {
             let client = redis::Client::open(config.redis_url.as_str())?;
@@ -428,6 +483,7 @@ async fn subscribe(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
         };
         match pubsub {
             Ok(mut pubsub) => {
+                failing = false;
                 bus.nodes().refresh_all(Instant::now());
                 bus.connected.store(true, Ordering::Release);
                 bus.send(Message::SyncRequest);
@@ -446,6 +502,11 @@ async fn subscribe(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
                 bus.connected.store(false, Ordering::Release);
                 warn!("lost the Redis connection to the other nodes; reconnecting");
             }
+            Err(error) if !failing => {
+                failing = true;
+                warn!(%error, url = %config.redis_url, "cannot reach Redis; serving only this \
+                       node's sockets until it answers");
+            }
             Err(error) => debug!(%error, "cannot reach Redis to listen; retrying"),
         }
         tokio::select! {
@@ -462,29 +523,57 @@ async fn heartbeat(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
     let mut every = tokio::time::interval(config.heartbeat);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut listening_since: Option<Instant> = None;
+    let mut last_tick = Instant::now();
     loop {
         tokio::select! {
             _ = every.tick() => {}
             () = shared.shutdown.cancelled() => return,
         }
+        let now = Instant::now();
+        let paused = now.duration_since(last_tick) > config.node_timeout / 2;
+        last_tick = now;
         if !bus.is_connected() {
             listening_since = None;
             continue;
         }
         bus.send(Message::Heartbeat);
-        let now = Instant::now();
         let since = *listening_since.get_or_insert(now);
         if now.duration_since(since) >= config.heartbeat
             && !bus.settled.swap(true, Ordering::AcqRel)
+            && bus.elect()
         {
-            bus.elect();
+            shared.hub.speak_from(None);
+        }
+        if paused {
+            // This process was stopped or starved (a paused VM, a frozen
+            // container): it could not listen, so the others' silence says
+            // nothing about them.
+            warn!("this node did not run for a while; giving the others time to speak");
+            bus.nodes().refresh_all(now);
+            continue;
         }
         let gone = bus.nodes().expire(now, config.node_timeout);
-        for node in gone {
-            info!(%node, "a node went silent; dropping its sockets and members");
-            bus.elect();
-            forget(&shared, &node);
-        }
+        take_over(&shared, &bus, gone);
+    }
+}
+
+/// Drops the nodes that went silent. If that makes this node the one that speaks
+/// for the cluster, it first reports the changes it saw since shortly before the
+/// earliest of them was last heard: a dead node that spoke cannot have reported
+/// those, or may not have written them yet. Some may so be sent twice; none is
+/// lost.
+fn take_over(shared: &Shared, bus: &Bus, gone: Vec<(NodeId, Instant)>) {
+    let Some(earliest) = gone.iter().map(|(_, last)| *last).min() else {
+        return;
+    };
+    if bus.elect() {
+        info!("this node now sends the cluster's channel webhooks");
+        let since = earliest.checked_sub(bus.handover).unwrap_or(earliest);
+        shared.hub.speak_from(Some(since));
+    }
+    for (node, _) in gone {
+        info!(%node, "a node went silent; dropping its sockets and members");
+        forget(shared, &node);
     }
 }
 
@@ -512,10 +601,14 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
         return;
     }
     let node: NodeId = envelope.node.into();
-    let new = (bus.nodes()).heard(&node, envelope.since, Instant::now());
+    let since = envelope.since;
+    let new = (bus.nodes()).heard(&node, since, Instant::now());
+    let leaving = matches!(envelope.message, Message::Bye);
     if new {
         debug!(%node, "heard a new node");
-        bus.elect();
+        if bus.elect() {
+            shared.hub.speak_from(None);
+        }
         // A node that was taken for dead but is alive again has its changes
         // since then only as a snapshot.
         let full = matches!(
@@ -589,12 +682,26 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
         Message::Heartbeat => {}
         Message::SyncRequest => bus.enqueue(Outbound::Snapshot),
         Message::Snapshot(snapshot) => apply_snapshot(shared, &node, snapshot),
+        Message::Resign => {
+            bus.nodes().retire(&node);
+            if bus.elect() {
+                info!("this node now sends the cluster's channel webhooks");
+                shared.hub.speak_from(None);
+            }
+        }
         Message::Bye => {
             info!(%node, "a node left");
             bus.nodes().forget(&node);
-            bus.elect();
+            if bus.elect() {
+                shared.hub.speak_from(None);
+            }
             forget(shared, &node);
         }
+    }
+    // Heard again once the message is acted on, so that what it caused here is
+    // older than the node's last word.
+    if !leaving {
+        (bus.nodes()).heard(&node, since, Instant::now());
     }
 }
 
@@ -633,7 +740,7 @@ fn apply_snapshot(shared: &Shared, node: &NodeId, snapshot: Snapshot) {
             let frame = Frame::from(cached.frame);
             shared
                 .hub
-                .keep_if_absent(&cached.app.into(), &channel, frame, keep);
+                .keep_latest(&cached.app.into(), &channel, frame, keep);
         }
     }
 }

@@ -747,10 +747,25 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
         );
     }
     if config.cluster.enabled && !config.cluster.redis_url.starts_with("redis://") {
-        errors.push("cluster.redis_url", "must be a redis:// URL");
+        errors.push(
+            "cluster.redis_url",
+            "must be a redis:// URL (TLS is not supported)",
+        );
+    } else if config.cluster.enabled
+        && let Err(error) = redis::Client::open(config.cluster.redis_url.as_str())
+    {
+        errors.push(
+            "cluster.redis_url",
+            format!("is not a usable Redis URL: {error}"),
+        );
     }
-    if config.cluster.heartbeat.is_zero() {
-        errors.push("cluster.heartbeat", "must be longer than zero");
+    if config.cluster.heartbeat < Duration::from_millis(100) {
+        let message = "must be at least 100ms: every node handles every other node's \
+                       heartbeats";
+        errors.push("cluster.heartbeat", message);
+    }
+    if config.cluster.prefix.is_empty() {
+        errors.push("cluster.prefix", "must not be empty");
     }
     if config.cluster.node_timeout < config.cluster.heartbeat * 2 {
         let message = "must be at least twice cluster.heartbeat, or a node that is only \
@@ -1027,6 +1042,32 @@ mod tests {
         let errors = Config::load(Some("[jobs]\nlease_margin = \"500ms\""), env(&[])).unwrap_err();
         let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["jobs.lease_margin"]);
+    }
+
+    #[test]
+    fn cluster_settings_that_cannot_work_are_refused() {
+        let file = r#"
+            [store]
+            url = "postgres://127.0.0.1/herald"
+            [cluster]
+            enabled = true
+            redis_url = "redis://127.0.0.1/notanumber"
+            prefix = ""
+            heartbeat = "1ns"
+            node_timeout = "1ns"
+        "#;
+        let errors = Config::load(Some(file), env(&[])).unwrap_err();
+        let mut keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "cluster.heartbeat",
+                "cluster.node_timeout",
+                "cluster.prefix",
+                "cluster.redis_url"
+            ]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 mod peer;
 mod presence;
 mod remote;
+mod unspoken;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use presence::{InvalidMember, Member, Roster};
 pub use remote::{NodeId, RemoteChange, Share};
 
 use remote::Remote;
+use unspoken::{Observed, Unspoken};
 
 use crate::delivery::pusher_webhooks::Notifier;
 use crate::protocol::{ChannelKind, ChannelName, SocketId, frame};
@@ -164,6 +166,8 @@ pub struct Hub {
     webhooks: Notifier,
     /// The other nodes, when there are any: what is published here goes there too.
     bus: Option<Arc<crate::cluster::Bus>>,
+    /// Changes seen while another node speaks for the cluster.
+    unspoken: Unspoken,
 }
 
 impl Hub {
@@ -197,10 +201,28 @@ impl Hub {
         &self.webhooks
     }
 
-    /// Whether this node reports occupancy and membership to Pusher webhooks. In a
-    /// cluster one node speaks for all, so that each event is sent once.
-    fn speaks(&self) -> bool {
-        self.bus.as_ref().is_none_or(|bus| bus.speaks_for_cluster())
+    /// Reports a change of occupancy or membership to Pusher webhooks if this node
+    /// speaks for the cluster (a single node always does). Otherwise it is kept
+    /// for a while: should the node that speaks die, the one that takes over sends
+    /// what that node can no longer have sent.
+    fn observed(&self, change: Observed) {
+        match &self.bus {
+            Some(bus) if !bus.speaks_for_cluster() => {
+                if self.webhooks.reports_channels_of(&change.key().0) {
+                    self.unspoken.keep(change, bus.unspoken_window());
+                }
+            }
+            _ => change.report(&self.webhooks),
+        }
+    }
+
+    /// Makes this node the one that speaks for the cluster: the changes it saw
+    /// since `since` are reported now (none without `since`), as the node that
+    /// spoke before may not have.
+    pub fn speak_from(&self, since: Option<Instant>) {
+        for change in self.unspoken.take_since(since) {
+            change.report(&self.webhooks);
+        }
     }
 
     /// Adds `peer` to `channel` and queues `subscription_succeeded` to it. On a
@@ -253,13 +275,12 @@ impl Hub {
             (Some(roster), Some(member)) => roster.join(member),
             _ => false,
         };
-        if self.speaks() {
-            if was_empty {
-                self.webhooks.channel_occupied(app, channel);
-            }
-            if let Some(member) = member.as_ref().filter(|_| first_anywhere) {
-                self.webhooks.member_added(app, channel, &member.user_id);
-            }
+        if was_empty {
+            self.observed(Observed::Occupied(key.clone()));
+        }
+        if let Some(member) = member.as_ref().filter(|_| first_anywhere) {
+            let user_id = Arc::clone(&member.user_id);
+            self.observed(Observed::Added(key.clone(), user_id));
         }
         peer.send(state.succeeded(channel));
         self.replay(&key, peer);
@@ -313,20 +334,13 @@ impl Hub {
             }
             bus.sockets(app, channel, state.subscribers.len());
         }
-        let speaks = self.speaks();
         if let Some(user_id) = last_here.filter(|id| !state.is_present(id)) {
-            state.tell(&Frame::from(frame::member_removed(
-                channel.as_str(),
-                user_id,
-            )));
-            if speaks {
-                self.webhooks.member_removed(app, channel, user_id);
-            }
+            let removed = frame::member_removed(channel.as_str(), user_id);
+            state.tell(&Frame::from(removed));
+            self.observed(Observed::Removed(key.clone(), Arc::clone(user_id)));
         }
         if state.total() == 0 {
-            if speaks {
-                self.webhooks.channel_vacated(app, channel);
-            }
+            self.observed(Observed::Vacated(key.clone()));
         } else if counts && state.roster.is_none() {
             state.tell_count(channel);
         }
@@ -369,10 +383,9 @@ impl Hub {
             state.remote = None;
         }
 
-        let speaks = self.speaks();
         let total_after = state.total();
-        if speaks && total_before == 0 && total_after > 0 {
-            self.webhooks.channel_occupied(app, channel);
+        if total_before == 0 && total_after > 0 {
+            self.observed(Observed::Occupied(key.clone()));
         }
         for (user_id, was_present) in members_before {
             match (was_present, state.is_present(&user_id)) {
@@ -383,22 +396,18 @@ impl Hub {
                     };
                     let added = frame::member_added(channel.as_str(), &member.added_data());
                     state.tell(&Frame::from(added));
-                    if speaks {
-                        self.webhooks.member_added(app, channel, &user_id);
-                    }
+                    self.observed(Observed::Added(key.clone(), user_id));
                 }
                 (true, false) => {
                     let removed = frame::member_removed(channel.as_str(), &user_id);
                     state.tell(&Frame::from(removed));
-                    if speaks {
-                        self.webhooks.member_removed(app, channel, &user_id);
-                    }
+                    self.observed(Observed::Removed(key.clone(), user_id));
                 }
                 _ => {}
             }
         }
-        if speaks && total_before > 0 && total_after == 0 {
-            self.webhooks.channel_vacated(app, channel);
+        if total_before > 0 && total_after == 0 {
+            self.observed(Observed::Vacated(key.clone()));
         }
         if counts && state.roster.is_none() && total_before != total_after {
             state.tell_count(channel);
@@ -618,19 +627,18 @@ impl Hub {
             .collect()
     }
 
-    /// Keeps a frame another node had cached, unless one is kept here already.
-    pub fn keep_if_absent(
-        &self,
-        app: &Arc<str>,
-        channel: &ChannelName,
-        frame: Frame,
-        keep: Duration,
-    ) {
+    /// Keeps a frame another node had cached, unless the one kept here expires
+    /// later: with one `cache_ttl` per app, that one was set later.
+    pub fn keep_latest(&self, app: &Arc<str>, channel: &ChannelName, frame: Frame, keep: Duration) {
         let key = (Arc::clone(app), channel.clone());
-        self.retained.entry(key).or_insert_with(|| Retained {
-            frame,
-            until: Instant::now() + keep,
+        let until = Instant::now() + keep;
+        let mut kept = self.retained.entry(key).or_insert_with(|| Retained {
+            frame: frame.clone(),
+            until,
         });
+        if kept.until < until {
+            *kept = Retained { frame, until };
+        }
     }
 
     /// The counts of one channel; zero when nobody is subscribed.

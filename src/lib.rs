@@ -60,7 +60,7 @@ where
     let (webhooks, batcher) = delivery::pusher_webhooks::new(&config);
     let (bus, bus_tasks) = match config.cluster.enabled {
         true => {
-            let (bus, tasks) = cluster::new(&config.cluster);
+            let (bus, tasks) = cluster::new(&config.cluster, &config.webhooks);
             (Some(bus), Some(tasks))
         }
         false => (None, None),

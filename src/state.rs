@@ -65,9 +65,14 @@ impl Shared {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Stops taking new work and tells every socket to reconnect elsewhere.
+    /// Stops taking new work and tells every socket to reconnect elsewhere. In a
+    /// cluster, first hands the cluster's webhooks to another node, which then
+    /// reports the departures of this node's sockets.
     pub fn begin_shutdown(&self) {
         self.ready.store(false, Ordering::Release);
+        if let Some(bus) = self.hub.bus() {
+            bus.resign();
+        }
         self.shutdown.cancel();
     }
 }

@@ -32,6 +32,10 @@ pub(super) async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, Jso
             let body = json!({"status": "cluster_joining"});
             (StatusCode::SERVICE_UNAVAILABLE, Json(body))
         }
+        Some(bus) => {
+            let body = json!({"status": "ready", "unpublished": bus.unpublished()});
+            (StatusCode::OK, Json(body))
+        }
         _ => (StatusCode::OK, Json(json!({"status": "ready"}))),
     }
 }

@@ -65,7 +65,10 @@ pub(super) enum Message {
     SyncRequest,
     /// Everything the sender holds, replacing what others knew of it.
     Snapshot(Snapshot),
-    /// The sender is shutting down; its sockets are gone.
+    /// The sender is shutting down: it no longer speaks for the cluster, and its
+    /// sockets are about to leave.
+    Resign,
+    /// The sender has shut down; its sockets are gone.
     Bye,
 }
 

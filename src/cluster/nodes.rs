@@ -13,6 +13,8 @@ use crate::hub::NodeId;
 struct Seen {
     since: u64,
     last: Instant,
+    /// It is shutting down and no longer speaks for the cluster.
+    retired: bool,
 }
 
 /// The other live nodes.
@@ -31,10 +33,27 @@ impl Nodes {
                 false
             }
             None => {
-                self.nodes.insert(node.into(), Seen { since, last: now });
+                let seen = Seen {
+                    since,
+                    last: now,
+                    retired: false,
+                };
+                self.nodes.insert(node.into(), seen);
                 true
             }
         }
+    }
+
+    /// Notes that a node is shutting down: it no longer speaks for the cluster.
+    pub(super) fn retire(&mut self, node: &str) {
+        if let Some(seen) = self.nodes.get_mut(node) {
+            seen.retired = true;
+        }
+    }
+
+    /// Whether another node could speak for the cluster.
+    pub(super) fn any_eligible(&self) -> bool {
+        self.nodes.values().any(|seen| !seen.retired)
     }
 
     /// Forgets a node; returns whether it was known.
@@ -51,25 +70,27 @@ impl Nodes {
         }
     }
 
-    /// Removes and returns the nodes silent for longer than `timeout`.
-    pub(super) fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<NodeId> {
-        let gone: Vec<NodeId> = self
+    /// Removes and returns the nodes silent for longer than `timeout`, each with
+    /// when it was last heard.
+    pub(super) fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<(NodeId, Instant)> {
+        let gone: Vec<(NodeId, Instant)> = self
             .nodes
             .iter()
             .filter(|(_, seen)| now.duration_since(seen.last) > timeout)
-            .map(|(node, _)| NodeId::clone(node))
+            .map(|(node, seen)| (NodeId::clone(node), seen.last))
             .collect();
-        for node in &gone {
+        for (node, _) in &gone {
             self.nodes.remove(node);
         }
         gone
     }
 
     /// Whether a node that started at `since` with id `me` is the oldest live node
-    /// (ties broken by id), and so speaks for the cluster.
+    /// that has not retired (ties broken by id), and so speaks for the cluster.
     pub(super) fn is_oldest(&self, me: &str, since: u64) -> bool {
         self.nodes
             .iter()
+            .filter(|(_, seen)| !seen.retired)
             .all(|(node, seen)| (since, me) < (seen.since, &**node))
     }
 }
@@ -90,7 +111,10 @@ mod tests {
         assert!(!nodes.is_oldest("b", 20), "a is older still");
 
         let gone = nodes.expire(start + Duration::from_secs(6), Duration::from_secs(3));
-        assert_eq!(gone, [NodeId::from("a")]);
+        assert_eq!(gone, [(NodeId::from("a"), start)]);
         assert!(nodes.is_oldest("b", 20), "same start, b sorts before c");
+        assert!(!nodes.is_oldest("d", 30));
+        nodes.retire("c");
+        assert!(nodes.is_oldest("d", 30), "a retiring node no longer speaks");
     }
 }

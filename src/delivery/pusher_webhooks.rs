@@ -215,7 +215,7 @@ pub fn new(config: &Config) -> (Notifier, Batcher) {
 }
 
 impl Notifier {
-    /// `channel` got its first subscriber on this node.
+    /// `channel` got its first subscriber (in the cluster).
     pub fn channel_occupied(&self, app: &Arc<str>, channel: &ChannelName) {
         if let Some(queue) = self.wanting(app, |i| i.channels) {
             let channel = channel.clone();
@@ -223,7 +223,7 @@ impl Notifier {
         }
     }
 
-    /// `channel` lost its last subscriber on this node.
+    /// `channel` lost its last subscriber (in the cluster).
     pub fn channel_vacated(&self, app: &Arc<str>, channel: &ChannelName) {
         if let Some(queue) = self.wanting(app, |i| i.channels) {
             let channel = channel.clone();
@@ -231,7 +231,7 @@ impl Notifier {
         }
     }
 
-    /// `user_id` opened its first socket on the presence `channel`.
+    /// `user_id` opened its first socket on the presence `channel` (in the cluster).
     pub fn member_added(&self, app: &Arc<str>, channel: &ChannelName, user_id: &Arc<str>) {
         if let Some(queue) = self.wanting(app, |i| i.members) {
             let (channel, user_id) = (channel.clone(), Arc::clone(user_id));
@@ -239,7 +239,7 @@ impl Notifier {
         }
     }
 
-    /// `user_id` closed its last socket on the presence `channel`.
+    /// `user_id` closed its last socket on the presence `channel` (in the cluster).
     pub fn member_removed(&self, app: &Arc<str>, channel: &ChannelName, user_id: &Arc<str>) {
         if let Some(queue) = self.wanting(app, |i| i.members) {
             let (channel, user_id) = (channel.clone(), Arc::clone(user_id));
@@ -270,13 +270,17 @@ impl Notifier {
         }
     }
 
-    /// A cache channel was subscribed with nothing cached. Not called yet: cache
-    /// channels are not built.
+    /// A cache channel was subscribed with nothing cached.
     pub fn cache_miss(&self, app: &Arc<str>, channel: &ChannelName) {
         if let Some(queue) = self.wanting(app, |i| i.cache_misses) {
             let channel = channel.clone();
             queue.push(app, WebhookEvent::CacheMiss { channel });
         }
+    }
+
+    /// Whether `app` wants channel or member events at all.
+    pub fn reports_channels_of(&self, app: &str) -> bool {
+        self.wanting(app, |i| i.channels || i.members).is_some()
     }
 
     /// The queue, if `app` wants events of this interest; checked before any event

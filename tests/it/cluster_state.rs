@@ -5,9 +5,12 @@
 //! prefix and schema.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::cluster::{
@@ -16,7 +19,7 @@ use crate::cluster::{
 use crate::extras_kit::{expect_watchlist, signed_in};
 use crate::kit::{demo_app_with, join_presence, join_public, member, open};
 use crate::node_kill::ProcessNode;
-use crate::pusher_webhooks::{FAST, Receiver, config as hooks_config};
+use crate::pusher_webhooks::{FAST, Receiver, Timing, config as hooks_config};
 use crate::support::{
     TestApp, TestServer, Ws, assert_silent, data_of, recv_close, recv_event, recv_named, subscribe,
 };
@@ -27,15 +30,24 @@ const REDIS: &str = "redis://127.0.0.1:6379";
 const AGREE: Duration = Duration::from_secs(5);
 
 /// Waits until `check` holds, polling; fails naming `what` after `AGREE`.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + AGREE;
+    eventually_within(what, AGREE, check).await;
+}
+
+/// Like `eventually`, waiting up to `limit`.
+async fn eventually_within<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
     while !check().await {
-        assert!(Instant::now() < deadline, "{what} within {AGREE:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -112,6 +124,11 @@ fn ids_of(roster: &Value) -> Vec<String> {
 /// A receiver, and the configuration of an app that sends it channel and member
 /// webhooks on `/hooks`.
 async fn channel_hooks() -> (Receiver, String) {
+    channel_hooks_with(FAST).await
+}
+
+/// Like `channel_hooks`, with `timing`.
+async fn channel_hooks_with(timing: Timing) -> (Receiver, String) {
     let receiver = Receiver::ok().await;
     let kinds = [
         "channel_occupied",
@@ -119,8 +136,30 @@ async fn channel_hooks() -> (Receiver, String) {
         "member_added",
         "member_removed",
     ];
-    let hooks = hooks_config(&[(receiver.url("/hooks"), &kinds)], FAST);
+    let hooks = hooks_config(&[(receiver.url("/hooks"), &kinds)], timing);
     (receiver, hooks)
+}
+
+/// What a receiver that applies `events` in order believes of one channel: whether
+/// it is occupied, and its members, sorted.
+fn replayed(events: &[Value]) -> (bool, Vec<String>) {
+    let mut occupied = false;
+    let mut members = std::collections::BTreeSet::new();
+    for event in events {
+        let user = event["user_id"].as_str().map(str::to_owned);
+        match (event["name"].as_str().unwrap(), user) {
+            ("channel_occupied", _) => occupied = true,
+            ("channel_vacated", _) => occupied = false,
+            ("member_added", Some(user)) => {
+                members.insert(user);
+            }
+            ("member_removed", Some(user)) => {
+                members.remove(&user);
+            }
+            other => panic!("unexpected event {other:?} in {events:?}"),
+        }
+    }
+    (occupied, members.into_iter().collect())
 }
 
 async fn expect_member(ws: &mut Ws, event: &str, user_id: &str) {
@@ -501,25 +540,253 @@ async fn when_the_node_sending_webhooks_is_killed_another_takes_over() {
     let room = "presence-failover";
 
     let _carol = present_on(&doomed, &app, room, "carol").await;
+    let (erin, _) = present(&nodes[0], room, "erin").await;
     let arrived = [
         json!({"name": "channel_occupied", "channel": room}),
         json!({"name": "member_added", "channel": room, "user_id": "carol"}),
+        json!({"name": "member_added", "channel": room, "user_id": "erin"}),
     ];
     receiver.wait_for("/hooks", &arrived).await;
 
-    // Its successor announces what the dead node's sockets took with them.
+    // While the dead node is not yet known to be dead, nobody sends webhooks; its
+    // successor then sends what happened meanwhile, and what its sockets took with
+    // them.
     doomed.kill().await;
-    let gone = [
+    let (_dave, _) = present(&nodes[0], room, "dave").await;
+    drop(erin);
+    let later = [
+        json!({"name": "member_added", "channel": room, "user_id": "dave"}),
+        json!({"name": "member_removed", "channel": room, "user_id": "erin"}),
         json!({"name": "member_removed", "channel": room, "user_id": "carol"}),
-        json!({"name": "channel_vacated", "channel": room}),
     ];
-    receiver.wait_for("/hooks", &gone).await;
+    receiver.wait_for("/hooks", &later).await;
+    // What the dead node saw last may come twice, but the receiver ends up with
+    // the truth.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = receiver.events("/hooks");
     assert_eq!(
-        receiver.events("/hooks").len(),
-        4,
-        "each event exactly once"
+        replayed(&events),
+        (true, vec!["dave".to_owned()]),
+        "{events:#?}"
     );
+    drop(nodes);
+    drop_schema(&name).await;
+}
+
+/// A TCP proxy to a Redis server that can cut every connection through it, as a
+/// network fault between one node and Redis would, and let them through again.
+struct CutProxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl CutProxy {
+    async fn start(redis_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let (refusing, open_links) = (Arc::clone(&cut), Arc::clone(&links));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if refusing.load(Ordering::Acquire) {
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut redis) = TcpStream::connect(("127.0.0.1", redis_port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut redis).await;
+                    }
+                });
+                open_links.lock().unwrap().push(link);
+            }
+        });
+        CutProxy { port, cut, links }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::Release);
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_alone_lost_redis_catches_up_when_it_is_back() {
+    let redis = OwnRedis::start().await;
+    let proxy = CutProxy::start(redis.port()).await;
+    let name = unique_name();
+    let direct = node_config(&redis.url(), &name, "5s", "");
+    let through_proxy = node_config(&proxy.url(), &name, "5s", "");
+    let near = start_nodes(1, &direct).await.remove(0);
+    let far = start_nodes(1, &through_proxy).await.remove(0);
+    let room = "presence-room";
+    let (alice, _) = present(&near, room, "alice").await;
+    wait_users(std::slice::from_ref(&far), room, &["alice"]).await;
+    let (mut carol, roster) = present(&far, room, "carol").await;
+    assert_eq!(ids_of(&roster), ["alice", "carol"]);
+    let (mut watcher, _) = signed_in(&far, "watcher", &["zed"]).await;
+
+    proxy.cut();
+    wait_readyz(&far, 503).await;
+    drop(alice);
+    let (_dan, _) = present(&near, room, "dan").await;
+    let (_zed, _) = signed_in(&near, "zed", &[]).await;
+    assert_silent(&mut carol, Duration::from_millis(300)).await;
+
+    proxy.restore();
+    wait_ready(&far).await;
+    wait_users(std::slice::from_ref(&far), room, &["carol", "dan"]).await;
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let frame = recv_event(&mut carol).await;
+        heard.push(format!("{} {}", frame["event"], data_of(&frame)["user_id"]));
+    }
+    heard.sort();
+    assert_eq!(
+        heard,
+        [
+            r#""pusher_internal:member_added" "dan""#,
+            r#""pusher_internal:member_removed" "alice""#
+        ]
+    );
+    let online = expect_watchlist(&mut watcher).await;
+    assert_eq!(
+        online["events"],
+        json!([{"name": "online", "user_ids": ["zed"]}])
+    );
+    drop((near, far));
+    drop_schema(&name).await;
+}
+
+#[tokio::test]
+async fn dropped_messages_are_repaired_by_a_snapshot() {
+    let redis = OwnRedis::start().await;
+    let name = unique_name();
+    let nodes = start_nodes(2, &node_config(&redis.url(), &name, "10s", "")).await;
+
+    // Redis holds back every publish for a while, so the node's queue of
+    // messages for the others overflows.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg("3000")
+        .arg("WRITE")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let channels = 11_000;
+    let (mut ws, _) = nodes[1].connect().await;
+    subscribe_many(&mut ws, channels).await;
+
+    let what = format!("the other node lists all {channels} channels");
+    eventually_within(&what, Duration::from_secs(20), || async {
+        occupied_on(&nodes[0]).await.len() == channels
+    })
+    .await;
+    let readyz: Value = reqwest::get(nodes[1].url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(readyz["unpublished"].as_u64().unwrap() > 0, "{readyz}");
+
+    drop(ws);
+    let what = "the other node lists no channel once the socket is gone";
+    eventually_within(what, Duration::from_secs(20), || async {
+        occupied_on(&nodes[0]).await.is_empty()
+    })
+    .await;
+    drop(nodes);
+    drop_schema(&name).await;
+}
+
+/// Subscribes `ws` to `count` public channels, reading the answers as it goes.
+async fn subscribe_many(ws: &mut Ws, count: usize) {
+    for batch in (0..count).collect::<Vec<_>>().chunks(500) {
+        for n in batch {
+            subscribe(ws, json!({"channel": format!("many-{n}")})).await;
+        }
+        for _ in batch {
+            recv_named(ws, "pusher_internal:subscription_succeeded").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_user_moving_off_a_node_that_shuts_down_is_no_news_to_webhooks() {
+    let (receiver, hooks) = channel_hooks_with(Timing {
+        leave_delay: "2s",
+        ..FAST
+    })
+    .await;
+    let name = unique_name();
+    let config = node_config(REDIS, &name, "5s", &hooks);
+    // The first node is the oldest, so it sends the cluster's webhooks.
+    let mut nodes = start_nodes(2, &config).await.into_iter();
+    let (leaving, staying) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let room = "presence-moving";
+    let (mut gina, _) = present(&leaving, room, "gina").await;
+    let arrived = [
+        json!({"name": "channel_occupied", "channel": room}),
+        json!({"name": "member_added", "channel": room, "user_id": "gina"}),
+    ];
+    receiver.wait_for("/hooks", &arrived).await;
+
+    // Told to reconnect (4200), she does so at once on the other node.
+    let stopped = tokio::spawn(leaving.stop());
+    assert_eq!(recv_close(&mut gina, Duration::from_secs(5)).await, 4200);
+    let (_gina, _) = present(&staying, room, "gina").await;
+    stopped.await.unwrap();
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = receiver.events("/hooks");
+    assert_eq!(
+        replayed(&events),
+        (true, vec!["gina".to_owned()]),
+        "{events:#?}"
+    );
+    drop(staying);
+    drop_schema(&name).await;
+}
+
+#[tokio::test]
+async fn a_node_that_was_paused_does_not_take_the_others_for_dead() {
+    let (receiver, hooks) = channel_hooks().await;
+    let name = unique_name();
+    let config = node_config(REDIS, &name, "1500ms", &hooks);
+    let nodes = start_nodes(1, &config).await;
+    let paused = ProcessNode::start("paused", &config).await;
+    let room = "presence-paused";
+    let (_alice, _) = present(&nodes[0], room, "alice").await;
+    let arrived = [json!({"name": "member_added", "channel": room, "user_id": "alice"})];
+    receiver.wait_for("/hooks", &arrived).await;
+
+    // Longer than node_timeout, as a frozen container or a paused VM would be.
+    paused.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    paused.signal("CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let events = receiver.events("/hooks");
+    assert_eq!(
+        replayed(&events),
+        (true, vec!["alice".to_owned()]),
+        "{events:#?}"
+    );
+    assert_eq!(users_on(&nodes[0], room).await, ["alice"]);
     drop(nodes);
     drop_schema(&name).await;
 }

@@ -117,6 +117,17 @@ impl ProcessNode {
         (status, value)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process, by its pid.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the node is running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// Sends SIGKILL to the process through its own handle, and waits until it is
     /// gone: nothing of it runs on, no shutdown, no hand-back.
     pub(crate) async fn kill(&mut self) {
