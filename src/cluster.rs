@@ -15,13 +15,18 @@
 //! - A heartbeat. A node silent for `node_timeout` is taken for dead and its part
 //!   is dropped, as if its sockets had all left.
 //!
-//! A node that (re)connects asks every node for a snapshot of its part and sends
-//! its own, so nodes rebuild what they missed while Redis was unreachable. While it
-//! cannot reach Redis a node keeps serving its own sockets, counts what it could
+//! A node that (re)connects, or that had to drop a message, asks every node for a
+//! snapshot of its part and sends its own, so nodes rebuild what they missed. While
+//! it cannot reach Redis a node keeps serving its own sockets, counts what it could
 //! not publish, reports not ready on `/readyz`, and reconnects by itself.
 //!
 //! Pusher webhooks about occupancy and membership are sent by one node for the
 //! whole cluster: the oldest live node, which sees every change in its merged view.
+//! A node that shuts down resigns first, so that the next oldest reports its
+//! sockets' departures. The others keep what they see meanwhile for a while: when
+//! the node that speaks dies instead, its successor sends what happened since
+//! shortly before the dead node's last word, at the cost of a few events sent
+//! twice.
 //!
 //! Known limits: a snapshot is one message, so a node holding very many channels
 //! sends a large one when a node joins; and while the nodes cannot all hear each
