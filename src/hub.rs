@@ -691,10 +691,7 @@ impl Hub {
 
 /// The users a remote change may bring or take away.
 fn touched_users(state: &Channel, node: &str, change: &RemoteChange) -> Vec<Arc<str>> {
-    match &state.remote {
-        Some(remote) => remote.touched_by(node, change),
-        None => Remote::default().touched_by(node, change),
-    }
+    change.touched(state.remote.as_ref().and_then(|remote| remote.share(node)))
 }
 
 fn stats_of(state: &Channel) -> ChannelStats {

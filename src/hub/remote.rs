@@ -41,6 +41,23 @@ pub enum RemoteChange {
     Replace(Share),
 }
 
+impl RemoteChange {
+    /// The users whose presence anywhere the change may alter, given the node's
+    /// share before it.
+    pub(super) fn touched(&self, old: Option<&Share>) -> Vec<Arc<str>> {
+        match self {
+            RemoteChange::Sockets(_) => Vec::new(),
+            RemoteChange::Joined(user_id, _) | RemoteChange::Left(user_id) => {
+                vec![Arc::clone(user_id)]
+            }
+            RemoteChange::Replace(new) => {
+                let old = old.into_iter().flat_map(|share| share.members.keys());
+                old.chain(new.members.keys()).cloned().collect()
+            }
+        }
+    }
+}
+
 /// The other nodes' parts of one channel.
 #[derive(Debug, Default)]
 pub(super) struct Remote {
@@ -81,22 +98,6 @@ impl Remote {
     /// The share `node` holds now.
     pub(super) fn share(&self, node: &str) -> Option<&Share> {
         self.nodes.get(node)
-    }
-
-    /// The users whose presence anywhere `change` may alter, as seen before it is
-    /// applied.
-    pub(super) fn touched_by(&self, node: &str, change: &RemoteChange) -> Vec<Arc<str>> {
-        match change {
-            RemoteChange::Sockets(_) => Vec::new(),
-            RemoteChange::Joined(user_id, _) | RemoteChange::Left(user_id) => {
-                vec![Arc::clone(user_id)]
-            }
-            RemoteChange::Replace(new) => {
-                let old = self.nodes.get(node).into_iter();
-                let old = old.flat_map(|share| share.members.keys());
-                old.chain(new.members.keys()).cloned().collect()
-            }
-        }
     }
 
     /// Applies a node's change.
@@ -148,7 +149,7 @@ mod tests {
             sockets: 1,
             members: HashMap::from([("new".into(), Value::Null)]),
         };
-        let mut touched = remote.touched_by(&node, &RemoteChange::Replace(new));
+        let mut touched = RemoteChange::Replace(new).touched(remote.share(&node));
         touched.sort();
         assert_eq!(touched, [Arc::from("new"), Arc::from("old")]);
     }

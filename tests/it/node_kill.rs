@@ -1,8 +1,9 @@
 //! A node killed with SIGKILL: the jobs and deliveries it had claimed are taken over
 //! by another node sharing its PostgreSQL store and Redis, once their leases have
-//! passed. A node stopped gracefully hands its running jobs over at once. The node that dies is the real `herald` binary in a process of its own,
-//! killed by its handle; the node that takes over runs in the test. Each test has its
-//! own schema and Redis prefix.
+//! passed. The node that dies is the real `herald` binary in a process of its own,
+//! killed by its handle; the node that takes over runs in the test. A node stopped
+//! gracefully hands its running jobs over at once. Each test has its own schema and
+//! Redis prefix.
 
 use std::os::unix::process::ExitStatusExt;
 use std::sync::{Arc, Mutex};
