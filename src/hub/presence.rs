@@ -123,11 +123,6 @@ impl Roster {
         false
     }
 
-    /// The user ids on the channel.
-    pub fn user_ids(&self) -> impl Iterator<Item = &str> {
-        self.members.keys().map(|id| &**id)
-    }
-
     /// Each user with their `user_info`.
     pub fn members(&self) -> impl Iterator<Item = (&Arc<str>, &Value)> {
         self.members.iter().map(|(id, (info, _))| (id, info))
