@@ -51,7 +51,7 @@ use crate::hub::{ChannelShare, Frame, Member, NodeId, RemoteChange, Share};
 use crate::protocol::{ChannelName, SocketId};
 use crate::state::Shared;
 use message::{Cached, ChannelPart, Envelope, Message, Snapshot};
-use nodes::Nodes;
+use nodes::{Heard, Nodes};
 
 /// Messages waiting to be published; past this they are counted as unpublished and
 /// dropped, so that a slow or absent Redis never slows sockets.
@@ -78,8 +78,9 @@ enum Outbound {
 #[derive(Debug)]
 pub struct Bus {
     node: NodeId,
-    /// When this node started, in milliseconds since the Unix epoch.
-    since: u64,
+    /// When this node joined the cluster, in milliseconds since the Unix epoch: at
+    /// start, and again after it was paused.
+    joined: AtomicU64,
     queue: mpsc::Sender<Outbound>,
     /// Whether the subscription to other nodes' messages is up.
     connected: AtomicBool,
@@ -104,6 +105,10 @@ pub struct Bus {
     /// batch window and a heartbeat. A node taking over from it sends again what
     /// it saw in that time.
     handover: Duration,
+    /// The last time a node took over the webhooks from a dead one, and from when
+    /// it sent again what it had seen: should it die too before that is written,
+    /// the next one must look back as far.
+    last_handover: Mutex<Option<(Instant, Instant)>>,
 }
 
 /// The parts of the bus that run as tasks, started by [`spawn`].
@@ -117,14 +122,9 @@ pub struct BusTasks {
 /// `webhooks` tells how far a node taking over the cluster's webhooks looks back.
 pub fn new(config: &ClusterConfig, webhooks: &WebhooksConfig) -> (Arc<Bus>, BusTasks) {
     let (queue, receiver) = mpsc::channel(QUEUE);
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        });
     let bus = Bus {
         node: uuid::Uuid::new_v4().simple().to_string().into(),
-        since,
+        joined: AtomicU64::new(unix_millis()),
         queue,
         connected: AtomicBool::new(false),
         settled: AtomicBool::new(false),
@@ -136,6 +136,7 @@ pub fn new(config: &ClusterConfig, webhooks: &WebhooksConfig) -> (Arc<Bus>, BusT
         nodes: Mutex::new(Nodes::default()),
         node_timeout: config.node_timeout,
         handover: webhooks.leave_delay + webhooks.batch_window + config.heartbeat,
+        last_handover: Mutex::new(None),
     };
     let tasks = BusTasks {
         config: config.clone(),
@@ -217,7 +218,7 @@ impl Bus {
     fn send(&self, message: Message) {
         let envelope = Envelope {
             node: self.node.to_string(),
-            since: self.since,
+            since: self.joined.load(Ordering::Acquire),
             message,
         };
         let Ok(bytes) = serde_json::to_vec(&envelope) else {
@@ -268,6 +269,14 @@ impl Bus {
         self.send(Message::Resign);
     }
 
+    /// Joins the cluster again as its newest node, after this process was paused:
+    /// the others may have taken it for dead and reported its members gone, and
+    /// one of them, not this node, must report their return.
+    fn rejoin(&self) {
+        self.joined.store(unix_millis(), Ordering::Release);
+        self.elect();
+    }
+
     /// How long this node keeps the changes it saw while another node spoke for
     /// the cluster: long enough for that node to be taken for dead, and for what
     /// it may not have sent by then.
@@ -293,7 +302,8 @@ impl Bus {
     /// Decides again whether this node speaks for the cluster; true if it has
     /// just begun to.
     fn elect(&self) -> bool {
-        let oldest = self.nodes().is_oldest(&self.node, self.since);
+        let joined = self.joined.load(Ordering::Acquire);
+        let oldest = self.nodes().is_oldest(&self.node, joined);
         let speaks = self.settled.load(Ordering::Acquire)
             && !self.resigned.load(Ordering::Acquire)
             && oldest;
@@ -303,6 +313,11 @@ impl Bus {
         }
         speaks && !spoke
     }
+}
+
+fn unix_millis() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH);
+    now.map_or(0, millis)
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -434,7 +449,7 @@ async fn publish_bytes(
 fn envelope_bytes(bus: &Bus, message: Message) -> Vec<u8> {
     let envelope = Envelope {
         node: bus.node.to_string(),
-        since: bus.since,
+        since: bus.joined.load(Ordering::Acquire),
         message,
     };
     serde_json::to_vec(&envelope).unwrap_or_default()
@@ -537,6 +552,14 @@ async fn heartbeat(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
         let now = Instant::now();
         let paused = now.duration_since(last_tick) > config.node_timeout / 2;
         last_tick = now;
+        if paused {
+            // This process was stopped or starved (a paused VM, a frozen
+            // container): it could not listen, so the others' silence says
+            // nothing about them, while they may have taken it for dead.
+            warn!("this node did not run for a while; joining the others again");
+            bus.nodes().refresh_all(now);
+            bus.rejoin();
+        }
         if !bus.is_connected() {
             listening_since = None;
             continue;
@@ -550,11 +573,6 @@ async fn heartbeat(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
             shared.hub.speak_from(None);
         }
         if paused {
-            // This process was stopped or starved (a paused VM, a frozen
-            // container): it could not listen, so the others' silence says
-            // nothing about them.
-            warn!("this node did not run for a while; giving the others time to speak");
-            bus.nodes().refresh_all(now);
             continue;
         }
         let gone = bus.nodes().expire(now, config.node_timeout);
@@ -571,15 +589,36 @@ fn take_over(shared: &Shared, bus: &Bus, gone: Vec<(NodeId, Instant)>) {
     let Some(earliest) = gone.iter().map(|(_, last)| *last).min() else {
         return;
     };
+    let mut since = earliest.checked_sub(bus.handover).unwrap_or(earliest);
+    {
+        // A node that took over shortly before it died may not have written what
+        // it sent again: look back as far as it did.
+        let mut last = (bus.last_handover.lock()).unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, from)) = *last
+            && at >= since
+        {
+            since = since.min(from);
+        }
+        *last = Some((Instant::now(), since));
+    }
     if bus.elect() {
         info!("this node now sends the cluster's channel webhooks");
-        let since = earliest.checked_sub(bus.handover).unwrap_or(earliest);
         shared.hub.speak_from(Some(since));
     }
     for (node, _) in gone {
         info!(%node, "a node went silent; dropping its sockets and members");
         forget(shared, &node);
     }
+}
+
+/// Starts sending the cluster's webhooks in place of a live node that stopped (it
+/// resigned, or joined again after a pause): what this node saw in the last
+/// handover time is sent again, since that node may have seen it after it stopped.
+fn begin_speaking(shared: &Shared, bus: &Bus) {
+    info!("this node now sends the cluster's channel webhooks");
+    let now = Instant::now();
+    let since = now.checked_sub(bus.handover).unwrap_or(now);
+    shared.hub.speak_from(Some(since));
 }
 
 /// Drops everything a node that left or died held.
@@ -607,22 +646,20 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
     }
     let node: NodeId = envelope.node.into();
     let since = envelope.since;
-    let new = (bus.nodes()).heard(&node, since, Instant::now());
+    let heard = (bus.nodes()).heard(&node, since, Instant::now());
     let leaving = matches!(envelope.message, Message::Bye);
-    if new {
+    if heard != Heard::Known && bus.elect() {
+        begin_speaking(shared, bus);
+    }
+    // A node that was taken for dead but is alive again has its changes since
+    // then only as a snapshot.
+    let full = matches!(
+        envelope.message,
+        Message::Snapshot(_) | Message::SyncRequest | Message::Bye
+    );
+    if heard == Heard::New && !full {
         debug!(%node, "heard a new node");
-        if bus.elect() {
-            shared.hub.speak_from(None);
-        }
-        // A node that was taken for dead but is alive again has its changes
-        // since then only as a snapshot.
-        let full = matches!(
-            envelope.message,
-            Message::Snapshot(_) | Message::SyncRequest | Message::Bye
-        );
-        if !full {
-            bus.send(Message::SyncRequest);
-        }
+        bus.send(Message::SyncRequest);
     }
     match envelope.message {
         Message::Event {
@@ -690,15 +727,14 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
         Message::Resign => {
             bus.nodes().retire(&node);
             if bus.elect() {
-                info!("this node now sends the cluster's channel webhooks");
-                shared.hub.speak_from(None);
+                begin_speaking(shared, bus);
             }
         }
         Message::Bye => {
             info!(%node, "a node left");
             bus.nodes().forget(&node);
             if bus.elect() {
-                shared.hub.speak_from(None);
+                begin_speaking(shared, bus);
             }
             forget(shared, &node);
         }

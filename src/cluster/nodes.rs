@@ -1,4 +1,4 @@
-//! The other nodes this node hears: when each started and when it last spoke, to
+//! The other nodes this node hears: when each joined and when it last spoke, to
 //! tell which are gone and which one speaks for the cluster.
 
 use std::collections::HashMap;
@@ -11,10 +11,26 @@ use crate::hub::NodeId;
 /// What is known of one other node.
 #[derive(Debug)]
 struct Seen {
+    /// When it joined the cluster, in milliseconds since the Unix epoch.
     since: u64,
+    /// When it was last heard.
     last: Instant,
+    /// From when its silence counts: its last word, or later if this node could
+    /// not listen meanwhile.
+    judged_from: Instant,
     /// It is shutting down and no longer speaks for the cluster.
     retired: bool,
+}
+
+/// What hearing from a node told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Heard {
+    /// Nothing new.
+    Known,
+    /// A node not known before (or taken for dead meanwhile).
+    New,
+    /// A known node that joined again, after a pause.
+    Rejoined,
 }
 
 /// The other live nodes.
@@ -24,22 +40,27 @@ pub(super) struct Nodes {
 }
 
 impl Nodes {
-    /// Notes that `node`, started at `since`, just spoke. Returns true if it was not
-    /// known.
-    pub(super) fn heard(&mut self, node: &str, since: u64, now: Instant) -> bool {
+    /// Notes that `node`, which joined at `since`, just spoke. Returns what changed.
+    pub(super) fn heard(&mut self, node: &str, since: u64, now: Instant) -> Heard {
         match self.nodes.get_mut(node) {
             Some(seen) => {
                 seen.last = now;
-                false
+                seen.judged_from = now;
+                if seen.since == since {
+                    return Heard::Known;
+                }
+                seen.since = since;
+                Heard::Rejoined
             }
             None => {
                 let seen = Seen {
                     since,
                     last: now,
+                    judged_from: now,
                     retired: false,
                 };
                 self.nodes.insert(node.into(), seen);
-                true
+                Heard::New
             }
         }
     }
@@ -61,12 +82,12 @@ impl Nodes {
         self.nodes.remove(node).is_some()
     }
 
-    /// Counts every node as heard now: after this node could not listen for a
-    /// while, the others get a full timeout to speak again before they are
-    /// declared gone.
+    /// Judges every node's silence from now on: after this node could not listen
+    /// for a while, the others get a full timeout to speak again before they are
+    /// declared gone. When each was last heard is kept.
     pub(super) fn refresh_all(&mut self, now: Instant) {
         for seen in self.nodes.values_mut() {
-            seen.last = now;
+            seen.judged_from = now;
         }
     }
 
@@ -76,7 +97,7 @@ impl Nodes {
         let gone: Vec<(NodeId, Instant)> = self
             .nodes
             .iter()
-            .filter(|(_, seen)| now.duration_since(seen.last) > timeout)
+            .filter(|(_, seen)| now.duration_since(seen.judged_from) > timeout)
             .map(|(node, seen)| (NodeId::clone(node), seen.last))
             .collect();
         for (node, _) in &gone {
@@ -104,8 +125,8 @@ mod tests {
         let start = Instant::now();
         let mut nodes = Nodes::default();
         assert!(nodes.is_oldest("b", 20));
-        assert!(nodes.heard("a", 10, start));
-        assert!(!nodes.heard("a", 10, start));
+        assert_eq!(nodes.heard("a", 10, start), Heard::New);
+        assert_eq!(nodes.heard("a", 10, start), Heard::Known);
         assert!(!nodes.is_oldest("b", 20));
         nodes.heard("c", 20, start + Duration::from_secs(5));
         assert!(!nodes.is_oldest("b", 20), "a is older still");
@@ -116,5 +137,24 @@ mod tests {
         assert!(!nodes.is_oldest("d", 30));
         nodes.retire("c");
         assert!(nodes.is_oldest("d", 30), "a retiring node no longer speaks");
+    }
+
+    #[test]
+    fn silence_is_judged_from_a_refresh_but_the_last_word_is_kept() {
+        let start = Instant::now();
+        let mut nodes = Nodes::default();
+        nodes.heard("a", 10, start);
+        nodes.refresh_all(start + Duration::from_secs(5));
+        assert!(
+            nodes
+                .expire(start + Duration::from_secs(7), Duration::from_secs(3))
+                .is_empty()
+        );
+        let gone = nodes.expire(start + Duration::from_secs(9), Duration::from_secs(3));
+        assert_eq!(gone, [(NodeId::from("a"), start)]);
+
+        nodes.heard("b", 10, start);
+        assert_eq!(nodes.heard("b", 50, start), Heard::Rejoined);
+        assert!(nodes.is_oldest("c", 20), "b joined again after c");
     }
 }

@@ -162,6 +162,26 @@ fn replayed(events: &[Value]) -> (bool, Vec<String>) {
     (occupied, members.into_iter().collect())
 }
 
+/// Joins `channel` as each of `users` on `node`, and waits until the receiver has
+/// heard each join; returns their sockets.
+async fn joined_and_heard<const N: usize>(
+    receiver: &Receiver,
+    node: &TestServer,
+    channel: &str,
+    users: [&str; N],
+) -> [Ws; N] {
+    let mut sockets = Vec::with_capacity(N);
+    for user in users {
+        sockets.push(present(node, channel, user).await.0);
+    }
+    let added =
+        users.map(|user| json!({"name": "member_added", "channel": channel, "user_id": user}));
+    receiver.wait_for("/hooks", &added).await;
+    sockets
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one socket per user"))
+}
+
 async fn expect_member(ws: &mut Ws, event: &str, user_id: &str) {
     let frame = recv_named(ws, &format!("pusher_internal:{event}")).await;
     assert_eq!(data_of(&frame)["user_id"], user_id, "{frame}");
@@ -787,6 +807,141 @@ async fn a_node_that_was_paused_does_not_take_the_others_for_dead() {
         "{events:#?}"
     );
     assert_eq!(users_on(&nodes[0], room).await, ["alice"]);
+    drop(nodes);
+    drop_schema(&name).await;
+}
+
+#[tokio::test]
+async fn a_member_leaving_as_the_webhook_sender_shuts_down_is_reported() {
+    let (receiver, hooks) = channel_hooks().await;
+    let name = unique_name();
+    let config = node_config(REDIS, &name, "5s", &hooks);
+    // The first node is the oldest, so it sends the cluster's webhooks.
+    let mut nodes = start_nodes(2, &config).await.into_iter();
+    let (leaving, staying) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let room = "presence-leaving";
+    let [_carol, bob] = joined_and_heard(&receiver, &staying, room, ["carol", "bob"]).await;
+
+    // Bob leaves just as the sender begins to shut down.
+    let stopped = tokio::spawn(leaving.stop());
+    drop(bob);
+    stopped.await.unwrap();
+    let gone = [json!({"name": "member_removed", "channel": room, "user_id": "bob"})];
+    receiver.wait_for("/hooks", &gone).await;
+    let events = receiver.events("/hooks");
+    assert_eq!(
+        replayed(&events),
+        (true, vec!["carol".to_owned()]),
+        "{events:#?}"
+    );
+    drop(staying);
+    drop_schema(&name).await;
+}
+
+#[tokio::test]
+async fn members_of_a_paused_webhook_sender_are_reported_back_when_it_returns() {
+    let (receiver, hooks) = channel_hooks().await;
+    let name = unique_name();
+    let config = node_config(REDIS, &name, "1500ms", &hooks);
+    // Started first, the process is the oldest node: it sends the cluster's webhooks.
+    let sender = ProcessNode::start("paused-sender", &config).await;
+    let nodes = start_nodes(1, &config).await;
+    let app = nodes[0].app.clone();
+    let room = "presence-returning";
+    let _alice = present_on(&sender, &app, room, "alice").await;
+    let (_bob, _) = present(&nodes[0], room, "bob").await;
+    let arrived = [
+        json!({"name": "member_added", "channel": room, "user_id": "alice"}),
+        json!({"name": "member_added", "channel": room, "user_id": "bob"}),
+    ];
+    receiver.wait_for("/hooks", &arrived).await;
+
+    // Paused past node_timeout, the sender is taken for dead and its member
+    // reported gone; when it runs again she is back, and must be reported so.
+    sender.signal("STOP");
+    let gone = [json!({"name": "member_removed", "channel": room, "user_id": "alice"})];
+    receiver.wait_for("/hooks", &gone).await;
+    sender.signal("CONT");
+    wait_users(&nodes, room, &["alice", "bob"]).await;
+    eventually("the receiver hears alice is back", || async {
+        replayed(&receiver.events("/hooks")) == (true, vec!["alice".to_owned(), "bob".to_owned()])
+    })
+    .await;
+    drop(nodes);
+    drop_schema(&name).await;
+}
+
+#[tokio::test]
+async fn changes_while_a_dead_sender_awaits_judgement_survive_a_redis_outage() {
+    let mut redis = OwnRedis::start().await;
+    let (receiver, hooks) = channel_hooks().await;
+    let name = unique_name();
+    let config = node_config(&redis.url(), &name, "1500ms", &hooks);
+    let mut sender = ProcessNode::start("killed-before-outage", &config).await;
+    let nodes = start_nodes(1, &config).await;
+    let room = "presence-outage";
+    let [erin, _bob] = joined_and_heard(&receiver, &nodes[0], room, ["erin", "bob"]).await;
+
+    // The sender dies; before it is declared dead, erin leaves, dave arrives, and
+    // Redis goes away for longer than node_timeout.
+    sender.kill().await;
+    drop(erin);
+    let (_dave, _) = present(&nodes[0], room, "dave").await;
+    redis.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.resume().await;
+
+    let later = [
+        json!({"name": "member_removed", "channel": room, "user_id": "erin"}),
+        json!({"name": "member_added", "channel": room, "user_id": "dave"}),
+    ];
+    receiver.wait_for("/hooks", &later).await;
+    let events = receiver.events("/hooks");
+    assert_eq!(
+        replayed(&events),
+        (true, vec!["bob".to_owned(), "dave".to_owned()]),
+        "{events:#?}"
+    );
+    drop(nodes);
+    drop_schema(&name).await;
+}
+
+#[tokio::test]
+async fn a_second_sender_dying_before_writing_what_it_took_over_loses_nothing() {
+    let (receiver, hooks) = channel_hooks_with(Timing {
+        leave_delay: "1s",
+        ..FAST
+    })
+    .await;
+    let name = unique_name();
+    // Judged dead only well after the leave delay, so that what happened just
+    // after the first death is older than the second sender's last few seconds.
+    let config = node_config(REDIS, &name, "4s", &hooks);
+    // Oldest first: the first process sends the webhooks, the second takes over.
+    let mut first = ProcessNode::start("first-sender", &config).await;
+    let mut second = ProcessNode::start("second-sender", &config).await;
+    let nodes = start_nodes(1, &config).await;
+    let room = "presence-twice";
+    let [erin, _bob] = joined_and_heard(&receiver, &nodes[0], room, ["erin", "bob"]).await;
+
+    first.kill().await;
+    drop(erin);
+    let (_dave, _) = present(&nodes[0], room, "dave").await;
+    // The second process takes over and sends dave's arrival; erin's departure
+    // waits for the leave delay, and the second dies before writing it.
+    let taken_over = [json!({"name": "member_added", "channel": room, "user_id": "dave"})];
+    receiver.wait_for("/hooks", &taken_over).await;
+    second.kill().await;
+
+    eventually_within(
+        "the receiver hears erin left",
+        Duration::from_secs(10),
+        || async {
+            replayed(&receiver.events("/hooks"))
+                == (true, vec!["bob".to_owned(), "dave".to_owned()])
+        },
+    )
+    .await;
     drop(nodes);
     drop_schema(&name).await;
 }
