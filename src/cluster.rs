@@ -661,7 +661,17 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
         debug!(%node, "heard a new node");
         bus.send(Message::SyncRequest);
     }
-    match envelope.message {
+    act(shared, bus, &node, envelope.message);
+    // Heard again once the message is acted on, so that what it caused here is
+    // older than the node's last word.
+    if !leaving {
+        (bus.nodes()).heard(&node, since, Instant::now());
+    }
+}
+
+/// Does what another node's message asks.
+fn act(shared: &Shared, bus: &Bus, node: &NodeId, message: Message) {
+    match message {
         Message::Event {
             app,
             channel,
@@ -694,7 +704,7 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
             app,
             channel,
             count,
-        } => change(shared, &node, &app, &channel, RemoteChange::Sockets(count)),
+        } => change(shared, node, &app, &channel, RemoteChange::Sockets(count)),
         Message::MemberJoined {
             app,
             channel,
@@ -702,7 +712,7 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
             user_info,
         } => {
             let joined = RemoteChange::Joined(user_id.into(), user_info);
-            change(shared, &node, &app, &channel, joined);
+            change(shared, node, &app, &channel, joined);
         }
         Message::MemberLeft {
             app,
@@ -710,39 +720,34 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
             user_id,
         } => change(
             shared,
-            &node,
+            node,
             &app,
             &channel,
             RemoteChange::Left(user_id.into()),
         ),
         Message::UserOnline { app, user_id } => {
-            (shared.users).set_remote(&app.into(), &user_id.into(), &node, true);
+            (shared.users).set_remote(&app.into(), &user_id.into(), node, true);
         }
         Message::UserOffline { app, user_id } => {
-            (shared.users).set_remote(&app.into(), &user_id.into(), &node, false);
+            (shared.users).set_remote(&app.into(), &user_id.into(), node, false);
         }
         Message::Heartbeat => {}
         Message::SyncRequest => bus.enqueue(Outbound::Snapshot),
-        Message::Snapshot(snapshot) => apply_snapshot(shared, &node, snapshot),
+        Message::Snapshot(snapshot) => apply_snapshot(shared, node, snapshot),
         Message::Resign => {
-            bus.nodes().retire(&node);
+            bus.nodes().retire(node);
             if bus.elect() {
                 begin_speaking(shared, bus);
             }
         }
         Message::Bye => {
             info!(%node, "a node left");
-            bus.nodes().forget(&node);
+            bus.nodes().forget(node);
             if bus.elect() {
                 begin_speaking(shared, bus);
             }
-            forget(shared, &node);
+            forget(shared, node);
         }
-    }
-    // Heard again once the message is acted on, so that what it caused here is
-    // older than the node's last word.
-    if !leaving {
-        (bus.nodes()).heard(&node, since, Instant::now());
     }
 }
 
