@@ -490,6 +490,8 @@ async fn subscribe(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
     let mut backoff = Duration::from_millis(100);
     // The first failure of a run is a warning; the retries are not news.
     let mut failing = false;
+    // When the connection was lost, once it had been up.
+    let mut lost_at: Option<Instant> = None;
     loop {
         let listening = async {
             let client = redis::Client::open(config.redis_url.as_str())?;
@@ -504,6 +506,15 @@ async fn subscribe(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
         match pubsub {
             Ok(mut pubsub) => {
                 failing = false;
+                if lost_at
+                    .take()
+                    .is_some_and(|at| at.elapsed() > config.node_timeout / 2)
+                {
+                    // The others may have taken this node for dead and reported
+                    // its members gone: one of them must report their return.
+                    info!("away from the others for a while; joining them again");
+                    bus.rejoin();
+                }
                 bus.nodes().refresh_all(Instant::now());
                 bus.connected.store(true, Ordering::Release);
                 bus.send(Message::SyncRequest);
@@ -520,6 +531,7 @@ async fn subscribe(shared: Arc<Shared>, bus: Arc<Bus>, config: ClusterConfig) {
                     deliver(&shared, &bus, message.get_payload_bytes());
                 }
                 bus.connected.store(false, Ordering::Release);
+                lost_at = Some(Instant::now());
                 warn!("lost the Redis connection to the other nodes; reconnecting");
             }
             Err(error) if !failing => {
@@ -589,18 +601,8 @@ fn take_over(shared: &Shared, bus: &Bus, gone: Vec<(NodeId, Instant)>) {
     let Some(earliest) = gone.iter().map(|(_, last)| *last).min() else {
         return;
     };
-    let mut since = earliest.checked_sub(bus.handover).unwrap_or(earliest);
-    {
-        // A node that took over shortly before it died may not have written what
-        // it sent again: look back as far as it did.
-        let mut last = (bus.last_handover.lock()).unwrap_or_else(PoisonError::into_inner);
-        if let Some((at, from)) = *last
-            && at >= since
-        {
-            since = since.min(from);
-        }
-        *last = Some((Instant::now(), since));
-    }
+    // Every node notes the handover, so that the next one can look back as far.
+    let since = handover_since(bus, earliest);
     if bus.elect() {
         info!("this node now sends the cluster's channel webhooks");
         shared.hub.speak_from(Some(since));
@@ -611,13 +613,28 @@ fn take_over(shared: &Shared, bus: &Bus, gone: Vec<(NodeId, Instant)>) {
     }
 }
 
-/// Starts sending the cluster's webhooks in place of a live node that stopped (it
-/// resigned, or joined again after a pause): what this node saw in the last
-/// handover time is sent again, since that node may have seen it after it stopped.
-fn begin_speaking(shared: &Shared, bus: &Bus) {
+/// From when a node taking over the webhooks from one last heard at `last_word`
+/// sends again what it saw: the handover time before that word, or further back
+/// if that node had itself just taken over (it may not have written what it sent
+/// again). Notes this handover for the next.
+fn handover_since(bus: &Bus, last_word: Instant) -> Instant {
+    let mut since = last_word.checked_sub(bus.handover).unwrap_or(last_word);
+    let mut last = (bus.last_handover.lock()).unwrap_or_else(PoisonError::into_inner);
+    if let Some((at, from)) = *last
+        && at >= since
+    {
+        since = since.min(from);
+    }
+    *last = Some((Instant::now(), since));
+    since
+}
+
+/// Starts sending the cluster's webhooks in place of a live node that stopped
+/// speaking (it resigned, or joined again after a pause) and was last heard before
+/// that at `last_word`: what this node saw since shortly before is sent again.
+fn begin_speaking(shared: &Shared, bus: &Bus, last_word: Instant) {
     info!("this node now sends the cluster's channel webhooks");
-    let now = Instant::now();
-    let since = now.checked_sub(bus.handover).unwrap_or(now);
+    let since = handover_since(bus, last_word);
     shared.hub.speak_from(Some(since));
 }
 
@@ -648,8 +665,15 @@ fn deliver(shared: &Shared, bus: &Bus, payload: &[u8]) {
     let since = envelope.since;
     let heard = (bus.nodes()).heard(&node, since, Instant::now());
     let leaving = matches!(envelope.message, Message::Bye);
-    if heard != Heard::Known && bus.elect() {
-        begin_speaking(shared, bus);
+    let last_word = match heard {
+        Heard::Known => None,
+        Heard::New => Some(Instant::now()),
+        Heard::Rejoined { last_word } => Some(last_word),
+    };
+    if let Some(last_word) = last_word
+        && bus.elect()
+    {
+        begin_speaking(shared, bus, last_word);
     }
     // A node that was taken for dead but is alive again has its changes since
     // then only as a snapshot.
@@ -737,14 +761,14 @@ fn act(shared: &Shared, bus: &Bus, node: &NodeId, message: Message) {
         Message::Resign => {
             bus.nodes().retire(node);
             if bus.elect() {
-                begin_speaking(shared, bus);
+                begin_speaking(shared, bus, Instant::now());
             }
         }
         Message::Bye => {
             info!(%node, "a node left");
             bus.nodes().forget(node);
             if bus.elect() {
-                begin_speaking(shared, bus);
+                begin_speaking(shared, bus, Instant::now());
             }
             forget(shared, node);
         }

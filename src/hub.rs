@@ -220,8 +220,9 @@ impl Hub {
     /// since `since` are reported now (none without `since`), as the node that
     /// spoke before may not have.
     pub fn speak_from(&self, since: Option<Instant>) {
+        let again = self.webhooks.replaying();
         for change in self.unspoken.take_since(since) {
-            change.report(&self.webhooks);
+            change.report(&again);
         }
     }
 

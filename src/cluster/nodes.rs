@@ -29,8 +29,12 @@ pub(super) enum Heard {
     Known,
     /// A node not known before (or taken for dead meanwhile).
     New,
-    /// A known node that joined again, after a pause.
-    Rejoined,
+    /// A known node that joined again, after a pause; it was last heard before
+    /// that at `last_word`.
+    Rejoined {
+        /// When it was heard before this message.
+        last_word: Instant,
+    },
 }
 
 /// The other live nodes.
@@ -44,13 +48,13 @@ impl Nodes {
     pub(super) fn heard(&mut self, node: &str, since: u64, now: Instant) -> Heard {
         match self.nodes.get_mut(node) {
             Some(seen) => {
-                seen.last = now;
+                let last_word = std::mem::replace(&mut seen.last, now);
                 seen.judged_from = now;
                 if seen.since == since {
                     return Heard::Known;
                 }
                 seen.since = since;
-                Heard::Rejoined
+                Heard::Rejoined { last_word }
             }
             None => {
                 let seen = Seen {
@@ -154,7 +158,11 @@ mod tests {
         assert_eq!(gone, [(NodeId::from("a"), start)]);
 
         nodes.heard("b", 10, start);
-        assert_eq!(nodes.heard("b", 50, start), Heard::Rejoined);
+        let later = start + Duration::from_secs(1);
+        assert_eq!(
+            nodes.heard("b", 50, later),
+            Heard::Rejoined { last_word: start }
+        );
         assert!(nodes.is_oldest("c", 20), "b joined again after c");
     }
 }

@@ -64,7 +64,12 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 /// The hub's handle: reports channel events of apps that have webhooks. Cheap to
 /// clone; the default reports nothing.
 #[derive(Debug, Clone, Default)]
-pub struct Notifier(Option<Arc<Queue>>);
+pub struct Notifier {
+    queue: Option<Arc<Queue>>,
+    /// Whether what it reports is sent again by a node taking over the cluster's
+    /// webhooks.
+    replayed: bool,
+}
 
 #[derive(Debug)]
 struct Queue {
@@ -110,6 +115,8 @@ impl Interest {
 struct HubEvent {
     app: Arc<str>,
     event: WebhookEvent,
+    /// Sent again after a change of sender: the receiver may have had it.
+    replayed: bool,
 }
 
 /// A webhook event, serialized as Pusher sends it.
@@ -194,7 +201,7 @@ pub fn new(config: &Config) -> (Notifier, Batcher) {
     let pending = Pending::new(config);
     if interest.is_empty() {
         return (
-            Notifier(None),
+            Notifier::default(),
             Batcher {
                 receiver: None,
                 pending,
@@ -211,15 +218,33 @@ pub fn new(config: &Config) -> (Notifier, Batcher) {
         receiver: Some(receiver),
         pending,
     };
-    (Notifier(Some(Arc::new(queue))), batcher)
+    let notifier = Notifier {
+        queue: Some(Arc::new(queue)),
+        replayed: false,
+    };
+    (notifier, batcher)
 }
 
 impl Notifier {
+    /// A notifier for events sent again by a node taking over the cluster's
+    /// webhooks. Their leaves are not held: the receiver may have had them from the
+    /// node that sent before, so a return must not cancel them.
+    pub fn replaying(&self) -> Notifier {
+        Notifier {
+            queue: self.queue.clone(),
+            replayed: true,
+        }
+    }
+
     /// `channel` got its first subscriber (in the cluster).
     pub fn channel_occupied(&self, app: &Arc<str>, channel: &ChannelName) {
         if let Some(queue) = self.wanting(app, |i| i.channels) {
             let channel = channel.clone();
-            queue.push(app, WebhookEvent::ChannelOccupied { channel });
+            queue.push(
+                app,
+                WebhookEvent::ChannelOccupied { channel },
+                self.replayed,
+            );
         }
     }
 
@@ -227,7 +252,7 @@ impl Notifier {
     pub fn channel_vacated(&self, app: &Arc<str>, channel: &ChannelName) {
         if let Some(queue) = self.wanting(app, |i| i.channels) {
             let channel = channel.clone();
-            queue.push(app, WebhookEvent::ChannelVacated { channel });
+            queue.push(app, WebhookEvent::ChannelVacated { channel }, self.replayed);
         }
     }
 
@@ -235,7 +260,11 @@ impl Notifier {
     pub fn member_added(&self, app: &Arc<str>, channel: &ChannelName, user_id: &Arc<str>) {
         if let Some(queue) = self.wanting(app, |i| i.members) {
             let (channel, user_id) = (channel.clone(), Arc::clone(user_id));
-            queue.push(app, WebhookEvent::MemberAdded { channel, user_id });
+            queue.push(
+                app,
+                WebhookEvent::MemberAdded { channel, user_id },
+                self.replayed,
+            );
         }
     }
 
@@ -243,7 +272,11 @@ impl Notifier {
     pub fn member_removed(&self, app: &Arc<str>, channel: &ChannelName, user_id: &Arc<str>) {
         if let Some(queue) = self.wanting(app, |i| i.members) {
             let (channel, user_id) = (channel.clone(), Arc::clone(user_id));
-            queue.push(app, WebhookEvent::MemberRemoved { channel, user_id });
+            queue.push(
+                app,
+                WebhookEvent::MemberRemoved { channel, user_id },
+                self.replayed,
+            );
         }
     }
 
@@ -266,7 +299,7 @@ impl Notifier {
                 socket_id: socket_id.clone(),
                 user_id: user_id.cloned(),
             };
-            queue.push(app, event);
+            queue.push(app, event, self.replayed);
         }
     }
 
@@ -274,7 +307,7 @@ impl Notifier {
     pub fn cache_miss(&self, app: &Arc<str>, channel: &ChannelName) {
         if let Some(queue) = self.wanting(app, |i| i.cache_misses) {
             let channel = channel.clone();
-            queue.push(app, WebhookEvent::CacheMiss { channel });
+            queue.push(app, WebhookEvent::CacheMiss { channel }, self.replayed);
         }
     }
 
@@ -286,16 +319,20 @@ impl Notifier {
     /// The queue, if `app` wants events of this interest; checked before any event
     /// is built, so that apps without webhooks cost a lookup and nothing more.
     fn wanting(&self, app: &str, wanted: fn(&Interest) -> bool) -> Option<&Queue> {
-        let queue = self.0.as_deref()?;
+        let queue = self.queue.as_deref()?;
         queue.interest.get(app).is_some_and(wanted).then_some(queue)
     }
 }
 
 impl Queue {
     /// Queues an event without waiting: when the queue is full the event is dropped.
-    fn push(&self, app: &Arc<str>, event: WebhookEvent) {
+    fn push(&self, app: &Arc<str>, event: WebhookEvent, replayed: bool) {
         let app = Arc::clone(app);
-        match self.sender.try_send(HubEvent { app, event }) {
+        match self.sender.try_send(HubEvent {
+            app,
+            event,
+            replayed,
+        }) {
             Ok(()) => {
                 if self.dropped.load(Ordering::Relaxed) > 0 {
                     let dropped = self.dropped.swap(0, Ordering::Relaxed);
@@ -496,11 +533,15 @@ impl Pending {
     /// Takes one event from the hub: holds a leave, cancels a held leave and drops
     /// the return that cancels it, or adds the event to its batches.
     fn accept(&mut self, hub_event: HubEvent, now: Instant, ready: &mut Vec<Ready>) {
-        let HubEvent { app, event } = hub_event;
+        let HubEvent {
+            app,
+            event,
+            replayed,
+        } = hub_event;
         match &event {
             WebhookEvent::ChannelVacated { channel }
             | WebhookEvent::MemberRemoved { channel, .. }
-                if !self.leave_delay.is_zero() =>
+                if !self.leave_delay.is_zero() && !replayed =>
             {
                 let key = leave_key(&app, channel, &event);
                 self.next_ticket += 1;
@@ -675,6 +716,7 @@ mod tests {
         HubEvent {
             app: APP.into(),
             event,
+            replayed: false,
         }
     }
 
@@ -737,7 +779,7 @@ mod tests {
     #[test]
     fn apps_without_webhooks_get_no_queue() {
         let (notifier, batcher) = new(&config(""));
-        assert!(notifier.0.is_none());
+        assert!(notifier.queue.is_none());
         assert!(batcher.receiver.is_none());
     }
 
@@ -805,6 +847,28 @@ mod tests {
         assert_eq!(
             events_of(&ready[0]),
             [json!({"name": "channel_vacated", "channel": "room"})]
+        );
+    }
+
+    #[test]
+    fn a_leave_sent_again_is_not_held_nor_cancelled_by_a_return() {
+        let kinds = "\"channel_occupied\", \"channel_vacated\"";
+        let mut pending = Pending::new(&config(&hook("http://h/1", kinds)));
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        let again = HubEvent {
+            replayed: true,
+            ..vacated("room")
+        };
+        pending.accept(again, now, &mut ready);
+        pending.accept(occupied("room"), now, &mut ready);
+        pending.tick(now + Duration::from_secs(1), &mut ready);
+        assert_eq!(
+            events_of(&ready[0]),
+            [
+                json!({"name": "channel_vacated", "channel": "room"}),
+                json!({"name": "channel_occupied", "channel": "room"})
+            ]
         );
     }
 

@@ -945,3 +945,62 @@ async fn a_second_sender_dying_before_writing_what_it_took_over_loses_nothing() 
     drop(nodes);
     drop_schema(&name).await;
 }
+
+#[tokio::test]
+async fn changes_during_a_short_pause_of_the_sender_are_reported() {
+    let (receiver, hooks) = channel_hooks().await;
+    let name = unique_name();
+    // A pause longer than half node_timeout but shorter than all of it: the
+    // sender is not taken for dead, yet joins again as the newest node.
+    let config = node_config(REDIS, &name, "2s", &hooks);
+    let sender = ProcessNode::start("briefly-paused-sender", &config).await;
+    let nodes = start_nodes(1, &config).await;
+    let room = "presence-brief";
+    let [bob, _carol] = joined_and_heard(&receiver, &nodes[0], room, ["bob", "carol"]).await;
+
+    sender.signal("STOP");
+    drop(bob);
+    let (_dave, _) = present(&nodes[0], room, "dave").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sender.signal("CONT");
+
+    eventually("the receiver hears of bob and dave", || async {
+        replayed(&receiver.events("/hooks")) == (true, vec!["carol".to_owned(), "dave".to_owned()])
+    })
+    .await;
+    drop(nodes);
+    drop_schema(&name).await;
+}
+
+#[tokio::test]
+async fn members_of_a_sender_cut_off_from_redis_are_reported_back_when_it_returns() {
+    let redis = OwnRedis::start().await;
+    let proxy = CutProxy::start(redis.port()).await;
+    let (receiver, hooks) = channel_hooks().await;
+    let name = unique_name();
+    let direct = node_config(&redis.url(), &name, "1500ms", &hooks);
+    let through_proxy = node_config(&proxy.url(), &name, "1500ms", &hooks);
+    // Started first, the process is the oldest node: it sends the webhooks.
+    let sender = ProcessNode::start("cut-off-sender", &through_proxy).await;
+    let nodes = start_nodes(1, &direct).await;
+    let app = nodes[0].app.clone();
+    let room = "presence-cut";
+    let _alice = present_on(&sender, &app, room, "alice").await;
+    let [_bob] = joined_and_heard(&receiver, &nodes[0], room, ["bob"]).await;
+    let arrived = [json!({"name": "member_added", "channel": room, "user_id": "alice"})];
+    receiver.wait_for("/hooks", &arrived).await;
+
+    // Cut off past node_timeout, the sender is taken for dead and alice reported
+    // gone; back, it must not take the role back without her return reported.
+    proxy.cut();
+    let gone = [json!({"name": "member_removed", "channel": room, "user_id": "alice"})];
+    receiver.wait_for("/hooks", &gone).await;
+    proxy.restore();
+    wait_users(&nodes, room, &["alice", "bob"]).await;
+    eventually("the receiver hears alice is back", || async {
+        replayed(&receiver.events("/hooks")) == (true, vec!["alice".to_owned(), "bob".to_owned()])
+    })
+    .await;
+    drop(nodes);
+    drop_schema(&name).await;
+}
