@@ -81,9 +81,9 @@ impl Nodes {
         self.nodes.values().any(|seen| !seen.retired)
     }
 
-    /// Forgets a node; returns whether it was known.
-    pub(super) fn forget(&mut self, node: &str) -> bool {
-        self.nodes.remove(node).is_some()
+    /// Forgets a node.
+    pub(super) fn forget(&mut self, node: &str) {
+        self.nodes.remove(node);
     }
 
     /// Judges every node's silence from now on: after this node could not listen
